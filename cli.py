@@ -1,0 +1,136 @@
+"""The `fastsam-stream` command. Errors print one line and exit non-zero; `--debug` shows tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any, Sequence
+
+from .errors import ConfigError, FastSAMStreamError
+
+EXIT_INTERRUPTED = 130
+
+
+def _floats(text: str, count: tuple[int, ...], what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in count:
+        raise ConfigError(f"{what} {text!r}: expected {' or '.join(str(c) for c in count)} comma-separated numbers")
+    return values
+
+
+def parse_point(text: str) -> list[float | int]:
+    values = _floats(text, (2, 3), "--point")
+    if len(values) == 3:
+        if values[2] not in (0.0, 1.0):
+            raise ConfigError(f"--point {text}: label must be 1 (foreground) or 0 (background)")
+        return [values[0], values[1], int(values[2])]
+    return values
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="fastsam-stream", description="Segment and track a prompted object in video.")
+    commands = top.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the pipeline on a video file or an image folder")
+    run.add_argument("source", nargs="?", help="video file or folder of JPEG/PNG images")
+    run.add_argument("--config", help="YAML config file, or a bundled one: default, monitoring, tracking, road")
+    run.add_argument("--weights", help="FastSAM / YOLOv8-seg checkpoint path (default: FastSAM-s.pt, fetched online)")
+    run.add_argument("--device", help="cpu or cuda:N (default: cuda:0 when available)")
+    run.add_argument("--imgsz", type=int, help="network input size, a multiple of 32 (default 640)")
+    run.add_argument("--conf", type=float, help="confidence threshold (default 0.4)")
+    run.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.7)")
+    run.add_argument("--max-det", type=int, help="most instances per frame (default 300)")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    run.add_argument("--box", help="box prompt X1,Y1,X2,Y2 in source pixels")
+    run.add_argument("--point", action="append", default=[], help="point prompt X,Y[,LABEL] (1 fg, 0 bg); repeatable")
+    run.add_argument("--prompt-frame", type=int, help="frame the prompt applies to (default 0)")
+    run.add_argument("--out", help="output folder (default runs/fastsam-stream)")
+    run.add_argument("--masks", choices=["target", "all", "none"], help="which tracks get RLE masks in tracks.jsonl")
+    run.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--debug", action="store_true", help="log more, and show tracebacks on errors")
+    return top
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Nested config overrides for every option the user gave (unset options leave the config alone)."""
+    given = {
+        ("source", "path"): args.source,
+        ("model", "weights"): args.weights,
+        ("model", "device"): args.device,
+        ("model", "imgsz"): args.imgsz,
+        ("model", "conf"): args.conf,
+        ("model", "iou"): args.iou,
+        ("model", "max_det"): args.max_det,
+        ("model", "threads"): args.threads,
+        ("prompt", "box"): _floats(args.box, (4,), "--box") if args.box else None,
+        ("prompt", "points"): [parse_point(p) for p in args.point] or None,
+        ("prompt", "frame"): args.prompt_frame,
+        ("output", "dir"): args.out,
+        ("output", "masks"): args.masks,
+        ("output", "video"): False if args.no_video else None,
+        ("output", "quiet"): True if args.quiet else None,
+    }
+    overrides: dict[str, dict[str, Any]] = {}
+    for (section, key), value in given.items():
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM shuts down like Ctrl-C: sinks are finalised
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .assemble import build_pipeline
+    from .config import load_config
+    from .pipeline.segmenter import quiet_ultralytics
+
+    quiet_ultralytics(verbose=args.debug)
+    config = load_config(args.config, overrides_from(args))
+    pipeline = build_pipeline(config)
+    show = not config.output.quiet and sys.stderr.isatty()
+    with tqdm(total=pipeline.source.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
+        try:
+            for _ in pipeline:
+                bar.update(1)
+        except KeyboardInterrupt:
+            bar.close()
+            print(pipeline.summary.line(), file=sys.stderr)
+            return EXIT_INTERRUPTED
+    outputs = ", ".join(str(getattr(s, "path")) for s in pipeline.sinks if hasattr(s, "path"))
+    print(f"{pipeline.summary.line()} -> {outputs}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run(args)
+    except FastSAMStreamError as exc:
+        if args.debug:
+            raise
+        print(f"fastsam-stream: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fastsam-stream: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the user gets one line; --debug gives the traceback
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"fastsam-stream: unexpected error: {type(exc).__name__}: {first} (run with --debug)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

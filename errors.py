@@ -1,0 +1,31 @@
+"""Typed errors. Each carries a one-line message meant for the user; the CLI prints it and exits non-zero."""
+
+from __future__ import annotations
+
+
+class FastSAMStreamError(Exception):
+    """Base class: anything the user can fix (bad input, missing weights, wrong config)."""
+
+    exit_code = 1
+
+
+class ConfigError(FastSAMStreamError):
+    """A setting is unknown, missing or out of range (from YAML or the command line)."""
+
+    exit_code = 2
+
+
+class SourceError(FastSAMStreamError):
+    """A source cannot be opened or read: missing file, not a video, empty image folder."""
+
+
+class SourceConnectionError(SourceError):
+    """A network or device source could not be reached."""
+
+
+class PromptError(FastSAMStreamError):
+    """A prompt does not fit the frame it applies to, or selects nothing."""
+
+
+class ModelError(FastSAMStreamError):
+    """The segmentation model cannot be loaded or run (missing weights, wrong task, bad device)."""

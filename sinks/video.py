@@ -1,0 +1,91 @@
+"""annotated.mp4: every source frame, with the target's mask and box drawn, H.264 through PyAV.
+
+Same frame rate and frame count as the source. The file is finalised (encoder flushed, trailer
+written) in `close()`, which the pipeline calls on every exit path, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from ..core import FrameResult, TrackState
+
+TARGET_COLOUR = (0, 200, 255)  # BGR amber
+OTHER_COLOUR = (200, 200, 200)
+MASK_ALPHA = 0.45
+
+
+def annotate(result: FrameResult) -> np.ndarray:
+    """A copy of the frame with the target's mask and every matched track's box and id drawn."""
+    image = result.frame.image.copy()
+    mask = result.target_mask
+    if mask is not None:
+        tint = np.array(TARGET_COLOUR, np.float32)
+        image[mask] = (image[mask] * (1 - MASK_ALPHA) + tint * MASK_ALPHA).astype(np.uint8)
+    for track in result.tracks:
+        if track.state is TrackState.REMOVED or (track.state is TrackState.LOST and not track.is_target):
+            continue
+        colour = TARGET_COLOUR if track.is_target else OTHER_COLOUR
+        x1, y1, x2, y2 = (int(round(v)) for v in track.box)
+        dashed = track.state is TrackState.LOST
+        cv2.rectangle(image, (x1, y1), (x2, y2), colour, 1 if dashed else 2, cv2.LINE_AA)
+        label = f"{track.id}{' target' if track.is_target else ''}{' (lost)' if dashed else ''}"
+        cv2.putText(image, label, (x1 + 2, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    return image
+
+
+class VideoSink:
+    def __init__(self, path: str | Path, fps: Fraction, codec: str = "libx264", crf: int = 23) -> None:
+        self.path = Path(path)
+        self.fps = Fraction(fps)
+        self.codec = codec
+        self.crf = crf
+        self.frames_written = 0
+        self._container: av.container.OutputContainer | None = None
+        self._stream = None
+        self._size: tuple[int, int] | None = None  # (width, height) as encoded: even, as yuv420p needs
+
+    def _open(self, height: int, width: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.path), mode="w")
+        stream = self._container.add_stream(self.codec, rate=self.fps)
+        self._size = (width + width % 2, height + height % 2)
+        stream.width, stream.height = self._size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+        self._stream = stream
+
+    def write(self, result: FrameResult) -> None:
+        image = annotate(result)
+        if self._container is None:
+            self._open(*image.shape[:2])
+        width, height = self._size
+        h, w = image.shape[:2]
+        if (h, w) != (height, width):
+            # Odd sizes are padded by one pixel; a frame of another size (a stream that changed
+            # resolution) is scaled to the size the file was opened with.
+            if 0 <= height - h <= 1 and 0 <= width - w <= 1:
+                image = cv2.copyMakeBorder(image, 0, height - h, 0, width - w, cv2.BORDER_REPLICATE)
+            else:
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = self.frames_written
+        frame.time_base = 1 / self.fps
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        container, self._container = self._container, None
+        try:
+            for packet in self._stream.encode(None):
+                container.mux(packet)
+        finally:
+            container.close()

@@ -1,0 +1,48 @@
+"""Image folders (sorted JPEG/PNG files): how DAVIS, OTB and MOT sequences are stored."""
+
+from __future__ import annotations
+
+import re
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+
+from ..core import Frame
+from ..errors import SourceError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def _natural_key(path: Path) -> list[int | str]:
+    """img2.jpg before img10.jpg, as a person would sort them."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+class FolderSource:
+    is_live = False
+
+    def __init__(self, path: str | Path, fps: float = 30.0, source_id: str | None = None) -> None:
+        self.path = Path(path)
+        self.source_id = source_id or self.path.name
+        if not self.path.is_dir():
+            raise SourceError(f"no such image folder: {self.path}")
+        self.files = sorted(
+            (p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=_natural_key
+        )
+        if not self.files:
+            raise SourceError(f"no JPEG or PNG images in {self.path}")
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.frame_count = len(self.files)
+
+    def frames(self) -> Iterator[Frame]:
+        for index, file in enumerate(self.files):
+            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            if image is None:
+                raise SourceError(f"cannot read image {file}")
+            yield Frame(image, self.source_id, index, index / float(self.fps), time.monotonic())
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,6 @@
+"""Trackers: keep identities across frames by matching this frame's instances to live tracks."""
+
+from .iou_tracker import IoUTracker, Tracker
+from .matching import box_iou, linear_assignment
+
+__all__ = ["IoUTracker", "Tracker", "box_iou", "linear_assignment"]

@@ -1,0 +1,96 @@
+"""A Hungarian-matching IoU tracker: cost = 1 − box IoU, solved with lap, states tracked/lost/removed.
+
+Small on purpose. Motion models, low-score recovery and re-identification are later additions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..core import Instances, Track, TrackState
+from .matching import box_iou, linear_assignment
+
+
+class Tracker(Protocol):
+    def update(self, instances: Instances, target_row: int | None = None) -> tuple[Track, ...]:
+        """Match this frame's instances; `target_row` makes the track matched to that row the target."""
+        ...
+
+
+@dataclass
+class _LiveTrack:
+    id: int
+    box: np.ndarray
+    score: float
+    born: int
+    last_seen: int
+    is_target: bool = False
+
+
+class IoUTracker:
+    """Matches instances to tracks by box IoU each frame.
+
+    A track not matched this frame is `lost`; after `max_age` lost frames it is removed. The
+    prompted target uses `target_max_age` instead (None: never removed), so that when the object
+    comes back near where it was lost it gets its old id back. Ids are counted per tracker.
+    """
+
+    def __init__(self, min_iou: float = 0.3, max_age: int = 30, target_max_age: int | None = None) -> None:
+        if not 0.0 < min_iou <= 1.0:
+            raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
+        if max_age < 0 or (target_max_age is not None and target_max_age < 0):
+            raise ValueError("max ages must be >= 0")
+        self.min_iou = min_iou
+        self.max_age = max_age
+        self.target_max_age = target_max_age
+        self._tracks: list[_LiveTrack] = []
+        self._next_id = 1
+        self._frame = -1
+
+    def update(self, instances: Instances, target_row: int | None = None) -> tuple[Track, ...]:
+        self._frame += 1
+        boxes = instances.boxes
+        iou = box_iou(np.array([t.box for t in self._tracks]).reshape(-1, 4), boxes)
+        matches, _, unmatched_rows = linear_assignment(1.0 - iou, cost_limit=1.0 - self.min_iou)
+
+        matched_row: dict[int, int] = {}  # track id → instance row
+        for t_idx, row in matches:
+            track = self._tracks[t_idx]
+            track.box, track.score, track.last_seen = boxes[row].copy(), float(instances.scores[row]), self._frame
+            matched_row[track.id] = row
+        for row in unmatched_rows:
+            track = _LiveTrack(self._next_id, boxes[row].copy(), float(instances.scores[row]), self._frame, self._frame)
+            self._next_id += 1
+            self._tracks.append(track)
+            matched_row[track.id] = row
+
+        if target_row is not None:
+            for track in self._tracks:
+                track.is_target = matched_row.get(track.id) == target_row
+
+        removed = [t for t in self._tracks if self._expired(t)]
+        self._tracks = [t for t in self._tracks if not self._expired(t)]
+        live = tuple(self._snapshot(t, matched_row.get(t.id)) for t in self._tracks)
+        # A removed track is reported once, in the frame it goes, so callers see the transition.
+        return live + tuple(self._snapshot(t, None, TrackState.REMOVED) for t in removed)
+
+    def _expired(self, track: _LiveTrack) -> bool:
+        limit = self.target_max_age if track.is_target else self.max_age
+        return limit is not None and self._frame - track.last_seen > limit
+
+    def _snapshot(self, track: _LiveTrack, row: int | None, state: TrackState | None = None) -> Track:
+        if state is None:
+            state = TrackState.TRACKED if row is not None else TrackState.LOST
+        return Track(
+            id=track.id,
+            box=tuple(float(v) for v in track.box),
+            score=track.score,
+            state=state,
+            age=self._frame - track.born,
+            frames_lost=self._frame - track.last_seen,
+            is_target=track.is_target,
+            instance_index=row,
+        )
