@@ -85,7 +85,8 @@ def _as_index(index: int | slice | Sequence[int] | np.ndarray) -> np.ndarray | s
         return np.array([index])
     if isinstance(index, slice):
         return index
-    return np.asarray(index)
+    array = np.asarray(index)
+    return array if array.dtype == bool else array.astype(np.intp, copy=False)
 
 
 class Instances:
@@ -180,14 +181,15 @@ class Prompt:
     source_id: str | None = None  # None: every source
 
     def __post_init__(self) -> None:
-        points = np.asarray(self.points, np.float32).reshape(-1, 2)
-        labels = np.asarray(self.labels, np.int64).reshape(-1)
-        boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        points = _rows(self.points, 2, "points")
+        boxes = _rows(self.boxes, 4, "boxes")
+        raw_labels = np.asarray(self.labels).reshape(-1)
+        bad = sorted({float(v) for v in raw_labels.tolist()} - {0.0, 1.0})
+        if bad:
+            raise ValueError(f"point labels must be 1 (foreground) or 0 (background), got {bad[0]:g}")
+        labels = raw_labels.astype(np.int64)
         if len(points) != len(labels):
             raise ValueError(f"Prompt has {len(points)} points but {len(labels)} labels")
-        bad = sorted(set(labels.tolist()) - {0, 1})
-        if bad:
-            raise ValueError(f"point labels must be 1 (foreground) or 0 (background), got {bad[0]}")
         if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
             raise ValueError("a prompt box must have x1 < x2 and y1 < y2")
         if self.frame < 0:
@@ -199,6 +201,18 @@ class Prompt:
     @property
     def is_empty(self) -> bool:
         return len(self.points) == 0 and len(self.boxes) == 0 and not self.text
+
+
+def _rows(values: object, width: int, what: str) -> np.ndarray:
+    """A K×width float array; a flat list of exactly `width` numbers is one row."""
+    array = np.asarray(values, np.float32)
+    if array.size == 0:
+        return array.reshape(0, width)
+    if array.ndim == 1 and array.shape[0] == width:
+        array = array[None]
+    if array.ndim != 2 or array.shape[1] != width:
+        raise ValueError(f"prompt {what} must be K×{width}, got shape {array.shape}")
+    return array
 
 
 class TrackState(str, enum.Enum):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -41,15 +41,14 @@ class JsonlSink:
     def __init__(self, path: str | Path, masks: MaskPolicy = "target") -> None:
         self.path = Path(path)
         self.masks = masks
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w", encoding="utf-8")
+        self._file: TextIO | None = None  # opened on the first frame: a run that fails to start leaves nothing
 
     def record(self, result: FrameResult) -> dict:
         frame = result.frame
         return {
             "source": frame.source_id,
             "frame": frame.index,
-            "pts": round(frame.pts, 6),
+            "pts": round(float(frame.pts), 6),
             "tracks": [self._track(result, t) for t in result.tracks if _listed(t)],
         }
 
@@ -69,9 +68,12 @@ class JsonlSink:
         return entry
 
     def write(self, result: FrameResult) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", encoding="utf-8")
         self._file.write(json.dumps(self.record(result), separators=(",", ":")) + "\n")
         self._file.flush()  # a crash or Ctrl-C keeps every frame written so far
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()

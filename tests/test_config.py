@@ -1,0 +1,54 @@
+"""Config: YAML + overrides, strict keys, one-line errors, bundled configs, and default.yaml in sync."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from fastsam_stream.config import CONFIG_DIR, Config, load_config
+from fastsam_stream.errors import ConfigError
+
+
+def test_default_yaml_documents_every_key_with_its_real_default():
+    documented = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())
+    assert documented == Config().model_dump(mode="json")
+
+
+@pytest.mark.parametrize("name", ["default", "monitoring", "tracking", "road"])
+def test_bundled_configs_load_by_name(name):
+    assert isinstance(load_config(name), Config)
+
+
+def test_overrides_win_over_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  imgsz: 320\n  conf: 0.3\ntracker:\n  max_age: 5\n")
+    config = load_config(path, {"model": {"imgsz": 640}})
+    assert (config.model.imgsz, config.model.conf, config.tracker.max_age) == (640, 0.3, 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model:\n  imgsize: 640\n", "unknown config key 'model.imgsize'"),
+        ("modle:\n  imgsz: 640\n", "unknown config key 'modle'"),
+        ("model:\n  conf: 1.5\n", "'model.conf'"),
+        ("model:\n  imgsz: 500\n", "multiple of 32"),
+        ("prompt:\n  box: [10, 10, 5, 50]\n", "x1 < x2"),
+        ("prompt:\n  points: [[10, 10, 3]]\n", "must be 1 (fg) or 0 (bg)"),
+        ("prompt:\n  text: a dog\n", "text prompts are not supported"),
+        ("output:\n  masks: some\n", "'output.masks'"),
+        ("- just\n- a list\n", "mapping"),
+        ("model: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_are_one_line_config_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_missing_config_names_the_bundled_ones():
+    with pytest.raises(ConfigError, match="bundled configs: default, monitoring, road, tracking"):
+        load_config("nonexistent")

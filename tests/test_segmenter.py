@@ -1,0 +1,105 @@
+"""The ultralytics backend on real frames with the real (stand-in) model."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from fastsam_stream.core import Frame
+from fastsam_stream.errors import ConfigError, ModelError
+from fastsam_stream.pipeline.segmenter import SegmenterSettings, UltralyticsSegmenter, letterbox, load_segmentation_model
+
+
+def _frame(path, index=0) -> Frame:
+    image = cv2.imread(str(path))
+    return Frame(image, "test", index, 0.0, 0.0)
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_instances_are_in_source_pixels_and_masks_match_ultralytics_retina_masks(segmenter, davis, weights):
+    from ultralytics import YOLO
+
+    frame = _frame(davis / "JPEGImages/480p/dog/00000.jpg")
+    ours = segmenter.segment([frame])[0]
+    theirs = YOLO(str(weights)).predict(
+        frame.image, retina_masks=True, conf=0.25, iou=0.7, agnostic_nms=True, verbose=False, device="cpu"
+    )[0]
+    assert len(ours) == len(theirs.boxes) >= 1
+    assert ours.image_shape == (480, 854)
+    np.testing.assert_allclose(ours.boxes, theirs.boxes.xyxy.numpy(), atol=1.0)
+    masks = ours.masks()
+    assert masks.shape == (len(ours), 480, 854) and masks.dtype == bool
+    for mine, reference in zip(masks, theirs.masks.data.numpy().astype(bool)):
+        assert _mask_iou(mine, reference) > 0.98
+
+
+def test_masks_are_assembled_only_for_requested_rows(segmenter, videos):
+    import av
+
+    with av.open(str(videos / "vtest.avi")) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    instances = segmenter.segment([Frame(image, "vtest", 0, 0.0, 0.0)])[0]
+    assert len(instances) >= 3  # several pedestrians
+    one = instances.masks([1])
+    assert one.shape == (1, 576, 768)
+    np.testing.assert_array_equal(one[0], instances.masks()[1])
+    # the mask lies inside its box (cropped as ultralytics crops)
+    ys, xs = np.nonzero(one[0])
+    x1, y1, x2, y2 = instances.boxes[1]
+    assert xs.min() >= np.floor(x1) and xs.max() < np.ceil(x2) and ys.min() >= np.floor(y1) and ys.max() < np.ceil(y2)
+
+
+def test_a_batch_of_frames_of_different_sizes_gives_each_frame_its_own_result(segmenter, davis, videos):
+    import av
+
+    dog = _frame(davis / "JPEGImages/480p/dog/00000.jpg")
+    with av.open(str(videos / "vtest.avi")) as container:
+        street = Frame(next(container.decode(video=0)).to_ndarray(format="bgr24"), "vtest", 0, 0.0, 0.0)
+    together = segmenter.segment([dog, street, dog])
+    alone = [segmenter.segment([dog])[0], segmenter.segment([street])[0]]
+    assert [r.image_shape for r in together] == [(480, 854), (576, 768), (480, 854)]
+    assert len(alone[0]) >= 1 and len(alone[1]) >= 3
+    # mixed sizes use a square letterbox instead of the minimal one, so allow small differences
+    for batched, single in zip(together[:2], alone):
+        assert abs(len(batched) - len(single)) <= 1
+        best = max(_mask_iou(batched.masks([0])[0], m) for m in single.masks())
+        assert best > 0.9
+
+
+def test_letterbox_keeps_aspect_and_pads_to_stride():
+    image = np.zeros((576, 768, 3), np.uint8)
+    padded, lb = letterbox(image, 640, 32, minimal=True)
+    assert padded.shape == (480, 640, 3) and lb.content_shape == (480, 640) and lb.gain == pytest.approx(640 / 768)
+    square, lb2 = letterbox(image, 640, 32, minimal=False)
+    assert square.shape == (640, 640, 3) and lb2.top == 80 and lb2.left == 0
+
+
+def test_missing_weights_file_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_segmentation_model(str(tmp_path / "nope" / "FastSAM-s.pt"), device=None)
+
+
+def test_official_name_offline_says_to_pass_weights(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # ultralytics looks for the name in the working directory first
+    with pytest.raises(ModelError, match="--weights"):
+        load_segmentation_model("FastSAM-s.pt", device=None)
+
+
+def test_a_file_that_is_not_a_checkpoint_is_a_model_error(tmp_path):
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a torch checkpoint")
+    with pytest.raises(ModelError, match="bogus.pt"):
+        load_segmentation_model(str(bogus), device=None)
+
+
+def test_cuda_without_a_gpu_is_a_config_error(weights):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="CUDA"):
+        UltralyticsSegmenter(SegmenterSettings(weights=str(weights), device="cuda:0"))
