@@ -140,6 +140,7 @@ class UltralyticsSegmenter:
         if settings.half and self.device.type != "cuda":
             raise ConfigError("half precision needs a CUDA device")
         torch.set_num_threads(settings.threads or cpu_count())
+        quiet_ultralytics()
         self.model = model if model is not None else load_segmentation_model(settings.weights, self.device)
         if settings.half:
             self.model = self.model.half()

@@ -53,3 +53,17 @@ def test_pipeline_with_a_hand_made_segmenter(tmp_path, videos):
     results = list(fs.Pipeline(source, OneBox()))
     assert len(results) == 120
     assert {r.tracks[0].id for r in results} == {1}
+
+
+def test_a_prompt_on_a_later_frame_seeds_the_target_there(segmenter, videos):
+    source = fs.FileSource(videos / "vtest.avi")
+    prompt = fs.Prompt(boxes=[[642, 241, 683, 321]], frame=3)
+    results = []
+    for result in fs.Pipeline(source, segmenter, prompt=prompt):
+        results.append(result)
+        if len(results) == 6:
+            break
+    assert [r.target for r in results[:3]] == [None, None, None]
+    assert all(not r.target_found for r in results[:3])
+    assert results[3].target is not None and results[3].target_found
+    assert results[5].target.id == results[3].target.id

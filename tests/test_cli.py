@@ -113,3 +113,46 @@ def test_help_lists_the_run_options(cli):
     assert done.returncode == 0
     for option in ("--weights", "--device", "--imgsz", "--box", "--point", "--prompt-frame", "--out", "--no-video"):
         assert option in done.stdout
+
+
+def test_no_progress_bar_when_not_a_terminal(carphone_run):
+    done, _ = carphone_run
+    assert done.stderr == ""
+
+
+def test_progress_bar_on_a_terminal(cli, weights, davis, tmp_path):
+    """stderr on a pseudo-terminal: the bar shows frames done / total."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100×24 terminal
+    source = davis / "JPEGImages/480p/camel"
+    total = len(list(source.glob("*.jpg")))
+    process = subprocess.Popen(
+        [*cli, "run", str(source), "--weights", str(weights), "--device", "cpu", "--imgsz", "320", "--no-video",
+         "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=child, text=True,
+    )
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            data = os.read(parent, 4096)
+        except OSError:  # the pty closes when the process exits
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=300)
+    os.close(parent)
+    assert process.returncode == 0
+    assert f"{total}/{total}" in b"".join(chunks).decode(errors="replace")
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    done = _run(cli, "run", str(tmp_path / "missing.mp4"), "--debug")
+    assert done.returncode != 0 and "Traceback" in done.stderr and "SourceError" in done.stderr

@@ -103,3 +103,23 @@ def test_cuda_without_a_gpu_is_a_config_error(weights):
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match="CUDA"):
         UltralyticsSegmenter(SegmenterSettings(weights=str(weights), device="cuda:0"))
+
+
+def test_a_fastsam_shaped_checkpoint_loads_from_a_path(tmp_path, davis):
+    """FastSAM is YOLOv8-seg with one class. Its official weights cannot be fetched here, so this
+    builds that architecture from ultralytics' own yaml (random weights, nc=1), saves it in the
+    checkpoint format, and loads it through the same path as --weights."""
+    import torch
+    from ultralytics.nn.tasks import SegmentationModel
+
+    net = SegmentationModel("yolov8n-seg.yaml", nc=1, verbose=False)
+    net.names = {0: "object"}
+    path = tmp_path / "fastsam-like.pt"
+    torch.save({"model": net, "train_args": {"task": "segment", "imgsz": 640}}, path)
+
+    segmenter = UltralyticsSegmenter(SegmenterSettings(weights=str(path), device="cpu", conf=0.001, max_det=50))
+    assert segmenter.class_names == {0: "object"}
+    instances = segmenter.segment([_frame(davis / "JPEGImages/480p/dog/00000.jpg")])[0]
+    assert 0 < len(instances) <= 50  # random weights: many low-score instances, capped by max_det
+    assert set(instances.class_ids.tolist()) == {0}
+    assert instances.masks([0]).shape == (1, 480, 854)
