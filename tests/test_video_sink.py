@@ -1,0 +1,64 @@
+"""annotated.mp4 on constructed results: odd frame sizes, frame rate, the target drawn."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from fastsam_stream.core import DenseMasks, Frame, FrameResult, Instances, Track, TrackState
+from fastsam_stream.sinks import VideoSink, annotate
+from fastsam_stream.sinks.video import TARGET_COLOUR
+
+
+def _result(index: int, height: int, width: int) -> FrameResult:
+    image = np.full((height, width, 3), 40, np.uint8)
+    mask = np.zeros((1, height, width), bool)
+    mask[0, 20:60, 30:90] = True
+    instances = Instances(np.array([[30, 20, 90, 60]]), np.array([0.9]), (height, width), masks=DenseMasks(mask))
+    track = Track(1, (30.0, 20.0, 90.0, 60.0), 0.9, TrackState.TRACKED, index, 0, True, 0)
+    return FrameResult(Frame(image, "s", index, index / 12.5, 0.0), instances, (track,), (0,))
+
+
+def test_odd_sized_frames_are_padded_and_every_frame_is_written(tmp_path):
+    sink = VideoSink(tmp_path / "a.mp4", fps=Fraction(25, 2))
+    for i in range(7):
+        sink.write(_result(i, 143, 175))
+    sink.close()
+    sink.close()  # closing twice is harmless
+    with av.open(str(tmp_path / "a.mp4")) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        assert stream.average_rate == Fraction(25, 2)
+    assert len(frames) == 7
+    assert (frames[0].width, frames[0].height) == (176, 144)
+
+
+def test_the_target_mask_is_tinted_and_the_rest_is_not():
+    result = _result(0, 100, 120)
+    drawn = annotate(result)
+    inside = drawn[40, 60].astype(int)
+    outside = drawn[90, 110].astype(int)
+    assert np.array_equal(outside, [40, 40, 40])  # untouched
+    assert np.argmax(inside) == np.argmax(TARGET_COLOUR)  # tinted towards the target colour
+    assert not np.array_equal(inside, [40, 40, 40])
+    assert np.array_equal(result.frame.image[40, 60], [40, 40, 40])  # the frame itself is not drawn on
+
+
+def test_a_sink_that_never_got_a_frame_writes_nothing(tmp_path):
+    sink = VideoSink(tmp_path / "none.mp4", fps=Fraction(30))
+    sink.close()
+    assert not (tmp_path / "none.mp4").exists()
+
+
+@pytest.mark.parametrize("size", [(144, 176), (60, 80)])
+def test_a_frame_of_another_size_is_scaled_not_a_crash(tmp_path, size):
+    sink = VideoSink(tmp_path / "b.mp4", fps=Fraction(30))
+    sink.write(_result(0, 100, 120))
+    sink.write(_result(1, *size))
+    sink.close()
+    with av.open(str(tmp_path / "b.mp4")) as container:
+        frames = list(container.decode(video=0))
+    assert [(f.height, f.width) for f in frames] == [(100, 120), (100, 120)]
