@@ -9,7 +9,15 @@
 from .assemble import build_pipeline, prompt_from
 from .config import Config, load_config
 from .core import DenseMasks, Frame, FrameResult, Instances, Prompt, Track, TrackState
-from .errors import ConfigError, FastSAMStreamError, ModelError, PromptError, SourceConnectionError, SourceError
+from .errors import (
+    ConfigError,
+    FastSAMStreamError,
+    ModelError,
+    OutputError,
+    PromptError,
+    SourceConnectionError,
+    SourceError,
+)
 from .pipeline import BatchSettings, Pipeline, RunSummary, SegmenterSettings, UltralyticsSegmenter
 from .sinks import JsonlSink, VideoSink
 from .sources import FileSource, FolderSource, open_source
@@ -31,6 +39,7 @@ __all__ = [
     "IoUTracker",
     "JsonlSink",
     "ModelError",
+    "OutputError",
     "Pipeline",
     "Prompt",
     "PromptError",

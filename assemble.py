@@ -1,11 +1,12 @@
 """Turn a Config into a Pipeline: open the source, load the model, make the tracker and the sinks.
 
-The source is opened before the model is loaded, so a bad path fails in a moment, not after
-seconds of loading weights.
+The source is opened and the output folder made before the model is loaded, so a bad path
+fails in a moment, not after seconds of loading weights.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from .config import Config
 from .core import FrameResult, Prompt
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 from .pipeline import BatchSettings, Pipeline, SegmenterSettings, UltralyticsSegmenter
 from .sinks import JsonlSink, Sink, VideoSink
 from .sources import Source, open_source
@@ -34,8 +35,19 @@ def segmenter_settings(config: Config) -> SegmenterSettings:
     return SegmenterSettings(**config.model.model_dump())
 
 
+def prepare_output_dir(path: Path) -> Path:
+    """Create the output folder now, so that a bad --out fails before the model loads."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"output folder {path} is not writable")
+    return path
+
+
 def default_sinks(config: Config, source: Source) -> list[Sink]:
-    out = Path(config.output.dir)
+    out = prepare_output_dir(Path(config.output.dir))
     sinks: list[Sink] = [JsonlSink(out / "tracks.jsonl", masks=config.output.masks)]
     if config.output.video:
         sinks.append(VideoSink(out / "annotated.mp4", fps=source.fps))
@@ -55,6 +67,7 @@ def build_pipeline(
             raise ConfigError("no source given: pass SOURCE on the command line or source.path in the config")
         source = open_source(config.source.path, folder_fps=config.source.fps)
     prompt = prompt_from(config)
+    chosen_sinks = default_sinks(config, source) if sinks is None else sinks
     segmenter = segmenter or UltralyticsSegmenter(segmenter_settings(config))
     t = config.tracker
     return Pipeline(
@@ -62,6 +75,6 @@ def build_pipeline(
         segmenter,
         prompt=prompt,
         tracker=IoUTracker(t.min_iou, t.max_age, t.target_max_age),
-        sinks=default_sinks(config, source) if sinks is None else sinks,
+        sinks=chosen_sinks,
         batch=BatchSettings(**config.batch.model_dump()),
     )

@@ -96,17 +96,20 @@ def run(args: argparse.Namespace) -> int:
     quiet_ultralytics(verbose=args.debug)
     config = load_config(args.config, overrides_from(args))
     pipeline = build_pipeline(config)
+    # From here on a signal only asks the pipeline to stop after the frame in hand, so every sink
+    # ends on the same frame and is finalised; a second signal changes nothing.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: pipeline.stop())
     show = not config.output.quiet and sys.stderr.isatty()
     with tqdm(total=pipeline.source.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
-        try:
-            for _ in pipeline:
-                bar.update(1)
-        except KeyboardInterrupt:
-            bar.close()
-            print(pipeline.summary.line(), file=sys.stderr)
-            return EXIT_INTERRUPTED
-    outputs = ", ".join(str(getattr(s, "path")) for s in pipeline.sinks if hasattr(s, "path"))
-    print(f"{pipeline.summary.line()} -> {outputs}")
+        for _ in pipeline:
+            bar.update(1)
+    summary = pipeline.summary
+    if summary.interrupted:
+        print(summary.line(), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    outputs = ", ".join(str(s.path) for s in pipeline.sinks if hasattr(s, "path"))
+    print(f"{summary.line()} -> {outputs}")
     return 0
 
 

@@ -25,7 +25,7 @@ class _Section(BaseModel):
 
 class SourceConfig(_Section):
     path: str | None = None
-    fps: float = Field(30.0, gt=0, description="frame rate of image folders (videos use their own)")
+    fps: float = Field(30.0, ge=0.01, le=1000, description="frame rate of image folders (videos use their own)")
 
 
 class ModelConfig(_Section):
@@ -128,6 +128,8 @@ def config_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(f"config {name_or_path} is a folder; give a YAML file")
     bundled = CONFIG_DIR / f"{name_or_path}.yaml"
     if len(path.parts) == 1 and bundled.is_file():
         return bundled

@@ -23,6 +23,10 @@ class SourceConnectionError(SourceError):
     """A network or device source could not be reached."""
 
 
+class OutputError(FastSAMStreamError):
+    """An output folder or file cannot be written."""
+
+
 class PromptError(FastSAMStreamError):
     """A prompt does not fit the frame it applies to, or selects nothing."""
 

@@ -53,23 +53,37 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 
 class SegmentingStages:
-    """Runs the reader and segmenter threads; iterate it for (frame, instances) in source order."""
+    """Runs the reader and segmenter threads; iterate it for (frame, instances) in source order.
 
-    def __init__(self, source: Source, segmenter: Segmenter, settings: BatchSettings = BatchSettings()) -> None:
+    Iteration also ends when `interrupt` is set (a caller asked the run to stop); `stop()` then
+    ends the threads.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        segmenter: Segmenter,
+        settings: BatchSettings = BatchSettings(),
+        interrupt: threading.Event | None = None,
+    ) -> None:
         self.source = source
         self.segmenter = segmenter
         self.settings = settings
         self._frames: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self._results: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self._stop = threading.Event()
+        self._interrupt = interrupt or threading.Event()
         self._threads = [
             threading.Thread(target=self._read, name=f"read-{source.source_id}", daemon=True),
             threading.Thread(target=self._segment, name="segment", daemon=True),
         ]
 
-    def __enter__(self) -> "SegmentingStages":
+    def start(self) -> None:
         for thread in self._threads:
             thread.start()
+
+    def __enter__(self) -> "SegmentingStages":
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -83,10 +97,12 @@ class SegmentingStages:
                 thread.join()
 
     def __iter__(self) -> Iterator[tuple[Frame, Instances]]:
-        while True:
+        while not self._interrupt.is_set():
             try:
                 item = self._results.get(timeout=_POLL_S)
             except queue.Empty:
+                if not any(t.is_alive() for t in self._threads) and self._results.empty():
+                    raise RuntimeError("the reader and segmenter threads ended without a result")
                 continue
             if item is _END:
                 return
@@ -100,7 +116,7 @@ class SegmentingStages:
                 if not _put(self._frames, frame, self._stop):
                     return
             _put(self._frames, _END, self._stop)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
             _put(self._frames, _Failed(exc), self._stop)
 
     def _next_batch(self) -> tuple[list[Frame], object | None]:
@@ -128,11 +144,14 @@ class SegmentingStages:
         try:
             while not self._stop.is_set():
                 batch, marker = self._next_batch()
-                for frame, instances in zip(batch, self.segmenter.segment(batch)):
+                segmented = self.segmenter.segment(batch)
+                if len(segmented) != len(batch):
+                    raise RuntimeError(f"the segmenter returned {len(segmented)} results for {len(batch)} frames")
+                for frame, instances in zip(batch, segmented):
                     if not _put(self._results, (frame, instances), self._stop):
                         return
                 if marker is not None:
                     _put(self._results, marker, self._stop)
                     return
-        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
             _put(self._results, _Failed(exc), self._stop)

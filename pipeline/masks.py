@@ -1,8 +1,10 @@
 """Lazy instance masks: prototypes × coefficients at the model's resolution, assembled on request.
 
-Assembly follows ultralytics' `retina_masks=True` path: the mask logits are upsampled to the
-letterboxed input, the letterbox padding is cut away, the rest is resized to the source frame,
-and only then thresholded and cropped to the box. A 160×160 binary mask is never stretched.
+Like ultralytics' `retina_masks=True`, the mask logits are interpolated to source resolution
+before they are thresholded (a 160×160 binary mask is never stretched), and the mask is cropped
+to its box. Unlike it, only the pixels inside the box are computed, in one bilinear sampling of
+the prototype-resolution logits at each source pixel's centre, instead of upsampling the whole
+input and then resizing the whole frame.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-_RENDER_CHUNK = 8  # masks assembled at once: bounds the float intermediate to 8×H×W
 
 
 @dataclass(frozen=True)
@@ -61,22 +61,32 @@ class ProtoMasks:
 
     @torch.inference_mode()
     def render(self) -> np.ndarray:
-        chunks = [self._render(i, i + _RENDER_CHUNK) for i in range(0, len(self), _RENDER_CHUNK)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, *self.letterbox.source_shape), bool)
-
-    def _render(self, start: int, stop: int) -> np.ndarray:
-        lb = self.letterbox
+        h, w = self.letterbox.source_shape
+        out = np.zeros((len(self), h, w), dtype=bool)
+        if len(self) == 0:
+            return out
         c, mh, mw = self.protos.shape
-        logits = (self.coefficients[start:stop].float() @ self.protos.float().view(c, -1)).view(-1, mh, mw)
-        logits = F.interpolate(logits[None], size=lb.input_shape, mode="bilinear", align_corners=False)[0]
-        (ch, cw), top, left = lb.content_shape, lb.top, lb.left
-        logits = logits[:, top : top + ch, left : left + cw]
-        logits = F.interpolate(logits[None], size=lb.source_shape, mode="bilinear", align_corners=False)[0]
-        masks = logits > 0
-        h, w = lb.source_shape
-        boxes = self.boxes[start:stop]
-        cols = torch.arange(w, device=masks.device)[None, None, :]
-        rows = torch.arange(h, device=masks.device)[None, :, None]
-        x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
-        masks &= (cols >= x1.floor()) & (cols < x2.ceil()) & (rows >= y1.floor()) & (rows < y2.ceil())
-        return masks.cpu().numpy()
+        logits = (self.coefficients.float() @ self.protos.float().view(c, -1)).view(-1, 1, mh, mw)
+        boxes = self.boxes.cpu().numpy()
+        for i, box in enumerate(boxes):
+            x1, y1 = max(int(np.floor(box[0])), 0), max(int(np.floor(box[1])), 0)
+            x2, y2 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+            if x2 > x1 and y2 > y1:
+                out[i, y1:y2, x1:x2] = self._sample(logits[i : i + 1], x1, y1, x2, y2)
+        return out
+
+    def _sample(self, logits: torch.Tensor, x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+        """Bilinear mask logits at the centres of source pixels [y1:y2, x1:x2], thresholded.
+
+        Only the box is computed, so the cost follows the object's size, not the frame's.
+        """
+        lb = self.letterbox
+        _, _, mh, mw = logits.shape
+        ih, iw = lb.input_shape
+        device = logits.device
+        # source pixel centre → network input pixel → normalised prototype coordinate in [-1, 1]
+        xs = ((torch.arange(x1, x2, device=device) + 0.5) * lb.gain + lb.left) / iw * 2 - 1
+        ys = ((torch.arange(y1, y2, device=device) + 0.5) * lb.gain + lb.top) / ih * 2 - 1
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
+        sampled = F.grid_sample(logits, grid.float(), mode="bilinear", padding_mode="border", align_corners=False)
+        return (sampled[0, 0] > 0).cpu().numpy()

@@ -40,32 +40,38 @@ def _rows_overlapping(instances: Instances, x1: float, y1: float, x2: float, y2:
     return np.flatnonzero((b[:, 0] < x2) & (b[:, 2] > x1) & (b[:, 1] < y2) & (b[:, 3] > y1))
 
 
+_CHUNK = 16  # candidate masks rendered at once: bounds memory at 16×H×W on the prompt frame
+
+
+def _chunks(rows: np.ndarray):
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start : start + _CHUNK]
+
+
 def select_by_box(instances: Instances, box: np.ndarray) -> int | None:
     """Row of the instance whose mask best overlaps the box (IoU of mask and box region), or None."""
     x1, y1, x2, y2 = box
-    candidates = _rows_overlapping(instances, x1, y1, x2, y2)
-    if len(candidates) == 0:
-        return None
-    masks = instances.masks(candidates)
     c1, r1, c2, r2 = int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)), int(np.ceil(y2))
-    inside = masks[:, r1:r2, c1:c2].sum(axis=(1, 2))
-    union = (r2 - r1) * (c2 - c1) + masks.sum(axis=(1, 2)) - inside
-    iou = inside / np.maximum(union, 1)
-    best = int(np.argmax(iou))
-    return int(candidates[best]) if iou[best] > 0 else None
+    best_row, best_iou = None, 0.0
+    for rows in _chunks(_rows_overlapping(instances, x1, y1, x2, y2)):
+        masks = instances.masks(rows)
+        inside = masks[:, r1:r2, c1:c2].sum(axis=(1, 2))
+        union = (r2 - r1) * (c2 - c1) + masks.sum(axis=(1, 2)) - inside
+        iou = inside / np.maximum(union, 1)
+        if iou.max() > best_iou:
+            best_row, best_iou = int(rows[int(np.argmax(iou))]), float(iou.max())
+    return best_row
 
 
 def select_by_points(instances: Instances, points: np.ndarray, labels: np.ndarray) -> tuple[int, ...]:
     """Rows whose masks contain a foreground point and no background point."""
     xs, ys = points[:, 0], points[:, 1]
-    candidates = _rows_overlapping(instances, xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    if len(candidates) == 0:
-        return ()
-    masks = instances.masks(candidates)
-    hits = masks[:, ys.astype(int), xs.astype(int)]  # candidates × points
-    has_fg = hits[:, labels == 1].any(axis=1)
-    has_bg = hits[:, labels == 0].any(axis=1)
-    return tuple(int(r) for r in candidates[has_fg & ~has_bg])
+    chosen: list[int] = []
+    for rows in _chunks(_rows_overlapping(instances, xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)):
+        hits = instances.masks(rows)[:, ys.astype(int), xs.astype(int)]  # rows × points
+        keep = hits[:, labels == 1].any(axis=1) & ~hits[:, labels == 0].any(axis=1)
+        chosen.extend(int(r) for r in rows[keep])
+    return tuple(chosen)
 
 
 def select(prompt: Prompt, instances: Instances) -> Selection:

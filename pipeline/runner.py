@@ -53,6 +53,8 @@ class Pipeline:
 
     Collaborators are passed in, so tests and callers can hand in their own source, segmenter,
     tracker or sinks. Sinks may be Sink objects or plain callables taking a FrameResult.
+    A pipeline runs once (its source is consumed); `stop()` ends a run cleanly from a signal
+    handler or another thread, and `close()` (or leaving a `with` block) ends it at once.
     """
 
     def __init__(
@@ -73,37 +75,73 @@ class Pipeline:
         self.batch = batch
         self.summary = RunSummary()
         self._target_id: int | None = None
+        self._stop_requested = threading.Event()
+        self._started = False
+        self._running: Iterator[FrameResult] | None = None
         total = source.frame_count
         if self.prompt is not None and total is not None and self.prompt.frame >= total:
-            raise PromptError(f"prompt frame {self.prompt.frame} is past the end of {source.source_id} ({total} frames)")
+            raise PromptError(
+                f"prompt frame {self.prompt.frame} is past the end of {source.source_id} "
+                f"(its container announces {total} frames)"
+            )
 
     def __iter__(self) -> Iterator[FrameResult]:
         return self.results()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stop(self) -> None:
+        """Ask the run to end after the frame in hand; safe from signal handlers and other threads.
+        Every sink then has the same frames, and is finalised."""
+        self._stop_requested.set()
+
+    def close(self) -> None:
+        """End the run now (if one is going) and finalise the sinks."""
+        self.stop()
+        if self._running is not None:
+            self._running.close()
 
     def results(self) -> Iterator[FrameResult]:
         """Yields one FrameResult per source frame, in order, after every sink has had it.
 
         Sinks are closed when the iteration ends for any reason: the end of the source, an error,
-        Ctrl-C, or the caller breaking out of the loop.
+        `stop()`, Ctrl-C, or the caller leaving the loop (at once with `close()`).
         """
+        if self._started:
+            raise RuntimeError("a Pipeline runs once (its source is consumed): build a new one")
+        self._started = True
+        self._running = self._results()
+        return self._running
+
+    def _results(self) -> Iterator[FrameResult]:
         self.summary = RunSummary()
+        stages = SegmentingStages(self.source, self.segmenter, self.batch, interrupt=self._stop_requested)
         try:
-            with SegmentingStages(self.source, self.segmenter, self.batch) as stages:
-                for frame, instances in stages:
-                    result = self._track(frame, instances)
-                    for sink in self.sinks:
-                        sink.write(result)
-                    self.summary.frames += 1
-                    self.summary.frames_with_target += result.target_found
-                    yield result
-            if self.prompt is not None and self._target_id is None:
-                raise PromptError(f"the source ended before prompt frame {self.prompt.frame}")
-        except KeyboardInterrupt:
-            self.summary.interrupted = True
+            stages.start()
+            for frame, instances in stages:
+                result = self._track(frame, instances)
+                for sink in self.sinks:
+                    sink.write(result)
+                self.summary.frames += 1
+                self.summary.frames_with_target += result.target_found
+                yield result
+                if self._stop_requested.is_set():
+                    break
+            self.summary.interrupted = self._stop_requested.is_set()
+            if self.prompt is not None and self._target_id is None and not self.summary.interrupted:
+                raise PromptError(
+                    f"{self.source.source_id} ended after {self.summary.frames} frames, "
+                    f"before prompt frame {self.prompt.frame}"
+                )
+        except BaseException as exc:
+            self.summary.interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit))
+            self._shut_down(stages, report_errors=False)
             raise
-        finally:
-            self.summary.finished_at = time.monotonic()
-            self._close()
+        self._shut_down(stages, report_errors=True)
 
     def run(self, on_result: Callable[[FrameResult], object] | None = None) -> RunSummary:
         """Drive the pipeline to the end of the source; returns the summary."""
@@ -123,31 +161,36 @@ class Pipeline:
         target = next((t for t in tracks if t.is_target and t.instance_index is not None), None)
         return FrameResult(frame, instances, tracks, () if target is None else (target.instance_index,))
 
-    def _close(self) -> None:
-        with _interrupts_deferred():
-            self._close_all()
+    def _shut_down(self, stages: SegmentingStages, report_errors: bool) -> None:
+        """Stop the threads, finalise every sink, then close the source; signals wait meanwhile.
 
-    def _close_all(self) -> None:
-        self.source.close()
+        A failure while closing is raised only when nothing else is already on its way out,
+        so it never hides the error that ended the run.
+        """
+        self.summary.finished_at = time.monotonic()
         errors: list[BaseException] = []
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as exc:  # noqa: BLE001 - every sink gets closed before we report
-                errors.append(exc)
-        if errors:
+        with _interrupts_deferred():
+            stages.stop()
+            for close in [sink.close for sink in self.sinks] + [self.source.close]:
+                try:
+                    close()
+                except Exception as exc:  # noqa: BLE001 - every sink gets closed before we report
+                    errors.append(exc)
+                    log.error("closing %s failed: %s", getattr(close, "__self__", close), exc)
+        if errors and report_errors:
             raise errors[0]
-
 
 
 @contextmanager
 def _interrupts_deferred():
-    """Ignore a second Ctrl-C while sinks finalise, so a video is never left without its trailer."""
+    """Hold Ctrl-C and SIGTERM off while threads stop and sinks finalise, so a video is never left
+    without its trailer. (Signal handlers can only be changed from the main thread.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -86,7 +86,9 @@ def load_segmentation_model(weights: str, device: torch.device) -> torch.nn.Modu
     """Load an ultralytics segmentation checkpoint from a path, or by name where it can be fetched."""
     quiet_ultralytics()
     path = Path(weights).expanduser()
-    is_bare_name = len(Path(weights).parts) == 1 and path.suffix == ".pt"
+    if path.suffix != ".pt":
+        raise ModelError(f"{weights}: only PyTorch checkpoints (*.pt) are supported as weights")
+    is_bare_name = len(Path(weights).parts) == 1
     if not path.is_file() and not is_bare_name:
         raise ModelError(f"weights file not found: {weights}")
     from ultralytics import YOLO  # imported here so the env above is in place first
@@ -101,7 +103,7 @@ def load_segmentation_model(weights: str, device: torch.device) -> torch.nn.Modu
         ) from None
     except Exception as exc:  # ultralytics raises many types for a bad checkpoint
         raise ModelError(f"cannot load {weights} as an ultralytics checkpoint: {str(exc).splitlines()[0]}") from None
-    if model.task != "segment":
+    if not isinstance(model.model, torch.nn.Module) or model.task != "segment":
         raise ModelError(f"{weights} is a {model.task!r} model; a segmentation (*-seg or FastSAM) checkpoint is needed")
     net = model.model.fuse(verbose=False) if hasattr(model.model, "fuse") else model.model
     return net.to(device).eval()

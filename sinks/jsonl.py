@@ -19,13 +19,14 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..core import FrameResult, Track, TrackState
+from ..errors import OutputError
 
 MaskPolicy = Literal["target", "all", "none"]
 
 
 def encode_rle(mask: np.ndarray) -> dict:
     """H×W bool → {"size": [h, w], "counts": str} (COCO compressed RLE)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
@@ -45,14 +46,29 @@ class JsonlSink:
 
     def record(self, result: FrameResult) -> dict:
         frame = result.frame
+        listed = [t for t in result.tracks if _listed(t)]
+        masks = self._masks(result, listed)
         return {
             "source": frame.source_id,
             "frame": frame.index,
             "pts": round(float(frame.pts), 6),
-            "tracks": [self._track(result, t) for t in result.tracks if _listed(t)],
+            "tracks": [self._entry(t, masks.get(t.id)) for t in listed],
         }
 
-    def _track(self, result: FrameResult, track: Track) -> dict:
+    def _masks(self, result: FrameResult, tracks: list[Track]) -> dict[int, np.ndarray]:
+        """Masks by track id for the tracks that get one, assembled in one call."""
+        if self.masks == "none":
+            return {}
+        found = [t for t in tracks if t.state is TrackState.TRACKED and t.instance_index is not None]
+        masks = {t.id: result.target_mask for t in found if t.is_target and result.target_mask is not None}
+        if self.masks == "all":
+            others = [t for t in found if not t.is_target]
+            rendered = result.instances.masks([t.instance_index for t in others]) if others else []
+            masks.update({t.id: m for t, m in zip(others, rendered)})
+        return masks
+
+    @staticmethod
+    def _entry(track: Track, mask: np.ndarray | None) -> dict:
         entry = {
             "id": track.id,
             "target": track.is_target,
@@ -60,17 +76,17 @@ class JsonlSink:
             "box": [round(v, 2) for v in track.box],
             "score": round(track.score, 4),
         }
-        wants_mask = self.masks == "all" or (self.masks == "target" and track.is_target)
-        if wants_mask and track.state is TrackState.TRACKED:
-            mask = result.mask_of(track)
-            if mask is not None:
-                entry["mask"] = encode_rle(mask)
+        if mask is not None:
+            entry["mask"] = encode_rle(mask)
         return entry
 
     def write(self, result: FrameResult) -> None:
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("w", encoding="utf-8")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("w", encoding="utf-8")
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self._file.write(json.dumps(self.record(result), separators=(",", ":")) + "\n")
         self._file.flush()  # a crash or Ctrl-C keeps every frame written so far
 

@@ -1,6 +1,6 @@
 """annotated.mp4: every source frame, with the target's mask and box drawn, H.264 through PyAV.
 
-Same frame rate and frame count as the source. The file is finalised (encoder flushed, trailer
+Same frame count and timestamps as the source (so the same frame rate, variable or not). The file is finalised (encoder flushed, trailer
 written) in `close()`, which the pipeline calls on every exit path, Ctrl-C included.
 """
 
@@ -14,10 +14,13 @@ import cv2
 import numpy as np
 
 from ..core import FrameResult, TrackState
+from ..errors import OutputError
 
 TARGET_COLOUR = (0, 200, 255)  # BGR amber
 OTHER_COLOUR = (200, 200, 200)
 MASK_ALPHA = 0.45
+# Frames keep their source timestamps (variable frame rates included) at 90 kHz, MPEG's clock.
+TIME_BASE = Fraction(1, 90_000)
 
 
 def annotate(result: FrameResult) -> np.ndarray:
@@ -49,16 +52,36 @@ class VideoSink:
         self._container: av.container.OutputContainer | None = None
         self._stream = None
         self._size: tuple[int, int] | None = None  # (width, height) as encoded: even, as yuv420p needs
+        self._first_pts: float | None = None
+        self._last_ticks: int | None = None
 
     def _open(self, height: int, width: int) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
-        stream = self._container.add_stream(self.codec, rate=self.fps)
-        self._size = (width + width % 2, height + height % 2)
-        stream.width, stream.height = self._size
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(self.crf), "preset": "veryfast"}
-        self._stream = stream
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            container = av.open(str(self.path), mode="w")
+        except (OSError, av.FFmpegError) as exc:
+            raise OutputError(f"cannot write {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            stream = container.add_stream(self.codec, rate=self.fps)
+            self._size = (width + width % 2, height + height % 2)
+            stream.width, stream.height = self._size
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.time_base = TIME_BASE
+            stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+        except BaseException:
+            container.close()
+            raise
+        self._container, self._stream = container, stream
+
+    def _ticks(self, pts: float) -> int:
+        """The source's own timestamp in TIME_BASE units, kept strictly increasing for the muxer."""
+        if self._first_pts is None:
+            self._first_pts = pts
+        ticks = round((pts - self._first_pts) / TIME_BASE)
+        if self._last_ticks is not None and ticks <= self._last_ticks:
+            ticks = self._last_ticks + 1
+        self._last_ticks = ticks
+        return ticks
 
     def write(self, result: FrameResult) -> None:
         image = annotate(result)
@@ -74,8 +97,8 @@ class VideoSink:
             else:
                 image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts = self.frames_written
-        frame.time_base = 1 / self.fps
+        frame.pts = self._ticks(result.frame.pts)
+        frame.time_base = TIME_BASE
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames_written += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..core import Frame
 from ..errors import SourceError
 
 _DEFAULT_FPS = Fraction(30)
+log = logging.getLogger(__name__)
 
 
 class FileSource:
@@ -49,6 +51,9 @@ class FileSource:
             raise SourceError(f"decoding {self.path} failed at frame {index}: {_reason(exc)}") from None
         if index == 0:
             raise SourceError(f"{self.path} contains no decodable video frames")
+        if self.frame_count and index < self.frame_count:
+            log.warning("%s: decoded %d of the %d frames its container announces (truncated, or a stream that skips frames)",
+                        self.path, index, self.frame_count)
 
     def close(self) -> None:
         self._container.close()

@@ -34,7 +34,9 @@ class FolderSource:
         )
         if not self.files:
             raise SourceError(f"no JPEG or PNG images in {self.path}")
-        self.fps = Fraction(fps).limit_denominator(1001)
+        self.fps = Fraction(fps).limit_denominator(1_000_000)
+        if self.fps <= 0:
+            raise SourceError(f"image folder frame rate must be positive, got {fps}")
         self.frame_count = len(self.files)
 
     def frames(self) -> Iterator[Frame]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import fastsam_stream as fs
 
@@ -67,3 +68,68 @@ def test_a_prompt_on_a_later_frame_seeds_the_target_there(segmenter, videos):
     assert all(not r.target_found for r in results[:3])
     assert results[3].target is not None and results[3].target_found
     assert results[5].target.id == results[3].target.id
+
+
+class _Counting:
+    """A fake segmenter: one box per frame, or a failure after `fail_after` frames."""
+
+    def __init__(self, fail_after=None, error=None, short=False):
+        self.seen, self.fail_after, self.error, self.short = 0, fail_after, error, short
+
+    def segment(self, frames):
+        self.seen += len(frames)
+        if self.fail_after is not None and self.seen > self.fail_after:
+            raise self.error
+        out = [fs.Instances(np.array([[10, 10, 50, 50]]), np.array([0.9]), f.image.shape[:2]) for f in frames]
+        return out[:1] if self.short else out
+
+
+class _RecordingSink:
+    def __init__(self):
+        self.frames, self.closed = 0, 0
+
+    def write(self, result):
+        self.frames += 1
+
+    def close(self):
+        self.closed += 1
+
+
+def test_a_worker_thread_failure_of_any_kind_reaches_the_caller(videos):
+    sink = _RecordingSink()
+    pipeline = fs.Pipeline(fs.FileSource(videos / "vtest.avi"), _Counting(10, SystemExit(3)), sinks=[sink])
+    with pytest.raises(SystemExit) as caught:
+        pipeline.run()
+    assert caught.value.code == 3
+    assert sink.closed == 1 and 1 <= sink.frames <= 10
+
+
+def test_a_segmenter_that_returns_too_few_results_is_an_error(videos):
+    pipeline = fs.Pipeline(fs.FileSource(videos / "carphone_pristine.mp4"), _Counting(short=True),
+                           batch=fs.BatchSettings(max_batch=4, max_wait_ms=50))
+    with pytest.raises(RuntimeError, match="results for"):
+        pipeline.run()
+
+
+def test_stop_ends_the_run_cleanly_and_close_is_idempotent(videos):
+    sink = _RecordingSink()
+    pipeline = fs.Pipeline(fs.FileSource(videos / "vtest.avi"), _Counting(), sinks=[sink])
+    with pipeline:
+        for result in pipeline:
+            if result.frame.index == 4:
+                pipeline.stop()  # e.g. from a signal handler: this frame is the last
+    assert sink.frames == 5 and sink.closed == 1
+    assert pipeline.summary.interrupted and pipeline.summary.frames == 5
+    pipeline.close()
+    assert sink.closed == 1
+
+
+def test_close_finalises_an_abandoned_iteration_and_a_pipeline_runs_once(videos):
+    sink = _RecordingSink()
+    pipeline = fs.Pipeline(fs.FileSource(videos / "vtest.avi"), _Counting(), sinks=[sink])
+    iterator = iter(pipeline)
+    next(iterator)
+    pipeline.close()
+    assert sink.closed == 1
+    with pytest.raises(RuntimeError, match="runs once"):
+        pipeline.run()

@@ -82,6 +82,9 @@ def test_image_folder_source_and_a_point_prompt(cli, weights, davis, tmp_path):
         (["run", "{clip}", "--imgsz", "100"], "multiple of 32"),
         (["run", "{clip}", "--prompt-frame", "500", "--box", "1,1,20,20"], "past the end"),
         (["run", "{clip}", "--device", "tpu"], "device"),
+        (["run", "{clip}", "--out", "{a_file}"], "cannot create output folder"),
+        (["run", "{clip}", "--weights", "{onnx}"], "only PyTorch checkpoints (*.pt)"),
+        (["run", "{clip}", "--config", "{empty_dir}"], "is a folder"),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(cli, weights, videos, tmp_path, args, message):
@@ -90,17 +93,23 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(cli, weights, videos, tmp_path
     (tmp_path / "empty").mkdir()
     bad_config = tmp_path / "bad.yaml"
     bad_config.write_text("model:\n  imgsize: 640\n")
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
     names = {
         "not_a_video": str(not_a_video),
         "empty_dir": str(tmp_path / "empty"),
         "clip": str(videos / "carphone_pristine.mp4"),
         "bad_key_config": str(bad_config),
+        "a_file": str(tmp_path / "a_file"),
+        "onnx": str(tmp_path / "model.onnx"),
     }
     argv = [a.format(**names) for a in args]
     for flag, value in {"--weights": str(weights), "--device": "cpu"}.items():
         if flag not in argv:
             argv += [flag, value]
-    done = _run(cli, *argv, "--out", str(tmp_path / "out"), "--quiet")
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    done = _run(cli, *argv, "--quiet")
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.strip()]

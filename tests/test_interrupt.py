@@ -27,8 +27,12 @@ def _wait_for_lines(path: Path, count: int, process: subprocess.Popen) -> None:
     pytest.fail(f"no {count} lines in {path} after {DEADLINE_S} s")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupt_leaves_complete_outputs(cli, weights, videos, tmp_path, signum):
+@pytest.mark.parametrize(
+    "signals",
+    [[signal.SIGINT], [signal.SIGTERM], [signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT]],
+    ids=["ctrl-c", "sigterm", "impatient-user"],
+)
+def test_interrupt_leaves_complete_outputs(cli, weights, videos, tmp_path, signals):
     process = subprocess.Popen(
         [*cli, "run", str(videos / "vtest.avi"), "--weights", str(weights), "--device", "cpu",
          "--box", "642,241,683,321", "--out", str(tmp_path), "--imgsz", "320"],
@@ -36,7 +40,8 @@ def test_interrupt_leaves_complete_outputs(cli, weights, videos, tmp_path, signu
     )
     try:
         _wait_for_lines(tmp_path / "tracks.jsonl", 8, process)
-        process.send_signal(signum)
+        for signum in signals:  # back to back: later signals land while the run is shutting down
+            process.send_signal(signum)
         _, stderr = process.communicate(timeout=DEADLINE_S)
     finally:
         process.kill()

@@ -85,3 +85,12 @@ def test_audio_only_file_has_no_video_stream(tmp_path):
             container.mux(packet)
     with pytest.raises(SourceError, match="no video stream"):
         FileSource(path)
+
+
+def test_a_truncated_video_says_how_much_was_decoded(videos, tmp_path, caplog):
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes((videos / "01_dog.mp4").read_bytes()[:300_000])
+    source = FileSource(truncated)
+    frames = list(source.frames())
+    assert 0 < len(frames) < source.frame_count
+    assert f"decoded {len(frames)} of the {source.frame_count} frames" in caplog.text

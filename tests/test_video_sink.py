@@ -62,3 +62,16 @@ def test_a_frame_of_another_size_is_scaled_not_a_crash(tmp_path, size):
     with av.open(str(tmp_path / "b.mp4")) as container:
         frames = list(container.decode(video=0))
     assert [(f.height, f.width) for f in frames] == [(100, 120), (100, 120)]
+
+
+def test_source_timestamps_are_kept_even_when_irregular(tmp_path):
+    """A variable-frame-rate source (or one that skips frames) keeps its timing in annotated.mp4."""
+    pts = [0.0, 0.04, 0.08, 0.2, 0.24, 1.0]
+    sink = VideoSink(tmp_path / "vfr.mp4", fps=Fraction(25))
+    for i, t in enumerate(pts):
+        result = _result(i, 100, 120)
+        sink.write(FrameResult(Frame(result.frame.image, "s", i, t, 0.0), result.instances, result.tracks, (0,)))
+    sink.close()
+    with av.open(str(tmp_path / "vfr.mp4")) as container:
+        decoded = [float(f.pts * f.time_base) for f in container.decode(video=0)]
+    assert decoded == pytest.approx(pts, abs=1e-3)
