@@ -37,6 +37,23 @@ def test_instances_are_in_source_pixels_and_masks_match_ultralytics_retina_masks
         assert _mask_iou(mine, reference) > 0.98
 
 
+def test_small_object_masks_stay_within_a_boundary_pixel_of_ultralytics(segmenter, videos, weights):
+    """vtest's pedestrians are ~30 px wide: one bilinear step instead of ultralytics' two moves
+    their boundaries by about a pixel, no more."""
+    import av
+    from ultralytics import YOLO
+
+    with av.open(str(videos / "vtest.avi")) as container:
+        image = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    ours = segmenter.segment([Frame(image, "vtest", 0, 0.0, 0.0)])[0].masks()
+    theirs = YOLO(str(weights)).predict(
+        image, retina_masks=True, conf=0.25, iou=0.7, agnostic_nms=True, verbose=False, device="cpu"
+    )[0].masks.data.numpy().astype(bool)
+    assert len(ours) == len(theirs) >= 3
+    ious = [_mask_iou(a, b) for a, b in zip(ours, theirs)]
+    assert min(ious) > 0.95, ious
+
+
 def test_masks_are_assembled_only_for_requested_rows(segmenter, videos):
     import av
 
