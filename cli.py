@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=pipeline.source.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
         for _ in pipeline:
             bar.update(1)
+        bar.total = bar.n  # containers can announce a wrong count; end the bar on the real one
+        bar.refresh()
     summary = pipeline.summary
     if summary.interrupted:
         print(summary.line(), file=sys.stderr)
