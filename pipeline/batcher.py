@@ -82,13 +82,6 @@ class SegmentingStages:
         for thread in self._threads:
             thread.start()
 
-    def __enter__(self) -> "SegmentingStages":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def stop(self) -> None:
         """Stop both threads and wait for them; frames not yet segmented are dropped."""
         self._stop.set()

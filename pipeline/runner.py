@@ -152,7 +152,7 @@ class Pipeline:
 
     def _track(self, frame: Frame, instances: Instances) -> FrameResult:
         selection = None
-        if self.prompt is not None and frame.index == self.prompt.frame:
+        if self._prompt_applies_to(frame):
             selection = select(self.prompt, instances)
         tracks = self.tracker.update(instances, target_row=None if selection is None else selection.track_row)
         if selection is not None:
@@ -160,6 +160,10 @@ class Pipeline:
             return FrameResult(frame, instances, tracks, selection.rows)
         target = next((t for t in tracks if t.is_target and t.instance_index is not None), None)
         return FrameResult(frame, instances, tracks, () if target is None else (target.instance_index,))
+
+    def _prompt_applies_to(self, frame: Frame) -> bool:
+        p = self.prompt
+        return p is not None and frame.index == p.frame and p.source_id in (None, frame.source_id)
 
     def _shut_down(self, stages: SegmentingStages, report_errors: bool) -> None:
         """Stop the threads, finalise every sink, then close the source; signals wait meanwhile.
