@@ -1,7 +1,8 @@
 """annotated.mp4: every source frame, with the target's mask and box drawn, H.264 through PyAV.
 
-Same frame count and timestamps as the source (so the same frame rate, variable or not). The file is finalised (encoder flushed, trailer
-written) in `close()`, which the pipeline calls on every exit path, Ctrl-C included.
+Same frame count and timestamps as the source (so the same frame rate, variable or not). The
+file is finalised (encoder flushed, trailer written) in `close()`, which the pipeline calls on
+every exit path, Ctrl-C included.
 """
 
 from __future__ import annotations

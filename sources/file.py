@@ -52,8 +52,10 @@ class FileSource:
         if index == 0:
             raise SourceError(f"{self.path} contains no decodable video frames")
         if self.frame_count and index < self.frame_count:
-            log.warning("%s: decoded %d of the %d frames its container announces (truncated, or a stream that skips frames)",
-                        self.path, index, self.frame_count)
+            log.warning(
+                "%s: decoded %d of the %d frames its container announces (truncated, or a stream that skips frames)",
+                self.path, index, self.frame_count,
+            )
 
     def close(self) -> None:
         self._container.close()
