@@ -1,14 +1,14 @@
 """fastsam-stream: real-time video segmentation and tracking on FastSAM.
 
     from fastsam_stream import load_config, build_pipeline
-    pipeline = build_pipeline(load_config(overrides={"source": {"path": "clip.mp4"}, ...}))
+    pipeline = build_pipeline(load_config(overrides={"sources": ["clip.mp4"], ...}))
     for result in pipeline:            # one FrameResult per frame, after the sinks have it
         result.target, result.target_mask
 """
 
 from .assemble import build_pipeline, prompt_from
 from .config import Config, load_config
-from .core import DenseMasks, Frame, FrameResult, Instances, Prompt, Track, TrackState
+from .core import DenseMasks, EventKind, Frame, FrameResult, Instances, Prompt, SourceEvent, Track, TrackState
 from .errors import (
     ConfigError,
     FastSAMStreamError,
@@ -18,18 +18,31 @@ from .errors import (
     SourceConnectionError,
     SourceError,
 )
-from .pipeline import BatchSettings, Pipeline, RunSummary, SegmenterSettings, UltralyticsSegmenter
-from .sinks import JsonlSink, VideoSink
-from .sources import FileSource, FolderSource, open_source
+from .pipeline import BatchSettings, Pipeline, RunSummary, SegmenterSettings, SourceSummary, UltralyticsSegmenter
+from .sinks import EventLogSink, JsonlSink, VideoSink
+from .sources import (
+    CameraSource,
+    DropPolicy,
+    FileSource,
+    FolderSource,
+    ReconnectPolicy,
+    StreamSettings,
+    StreamSource,
+    open_source,
+)
 from .trackers import IoUTracker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchSettings",
+    "CameraSource",
     "Config",
     "ConfigError",
     "DenseMasks",
+    "DropPolicy",
+    "EventKind",
+    "EventLogSink",
     "FastSAMStreamError",
     "FileSource",
     "FolderSource",
@@ -43,10 +56,15 @@ __all__ = [
     "Pipeline",
     "Prompt",
     "PromptError",
+    "ReconnectPolicy",
     "RunSummary",
     "SegmenterSettings",
     "SourceConnectionError",
     "SourceError",
+    "SourceEvent",
+    "SourceSummary",
+    "StreamSettings",
+    "StreamSource",
     "Track",
     "TrackState",
     "UltralyticsSegmenter",

@@ -1,12 +1,16 @@
-"""Turn a Config into a Pipeline: open the source, load the model, make the tracker and the sinks.
+"""Turn a Config into a Pipeline: open the sources, load the model, make the trackers and the sinks.
 
-The source is opened and the output folder made before the model is loaded, so a bad path
-fails in a moment, not after seconds of loading weights.
+Sources are opened and output folders made before the model is loaded, so a bad path, an
+unreachable stream or a missing camera fails in a moment, not after seconds of loading weights.
+
+Output layout: with one source, DIR/tracks.jsonl, DIR/annotated.mp4 and (live sources)
+DIR/events.jsonl; with several, the same files in DIR/<source id>/ for each.
 """
 
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,8 +20,8 @@ from .config import Config
 from .core import FrameResult, Prompt
 from .errors import ConfigError, OutputError
 from .pipeline import BatchSettings, Pipeline, SegmenterSettings, UltralyticsSegmenter
-from .sinks import JsonlSink, Sink, VideoSink
-from .sources import Source, open_source
+from .sinks import EventLogSink, JsonlSink, Sink, VideoSink
+from .sources import ReconnectPolicy, Source, StreamSettings, default_id, open_source
 from .trackers import IoUTracker
 
 
@@ -28,11 +32,53 @@ def prompt_from(config: Config) -> Prompt | None:
     points = np.array([pt[:2] for pt in p.points], np.float32).reshape(-1, 2)
     labels = np.array([pt[2] if len(pt) == 3 else 1 for pt in p.points], np.int64)
     boxes = np.array([p.box], np.float32) if p.box is not None else np.zeros((0, 4), np.float32)
-    return Prompt(points=points, labels=labels, boxes=boxes, text=p.text, frame=p.frame)
+    return Prompt(points=points, labels=labels, boxes=boxes, text=p.text, frame=p.frame, source_id=p.source)
 
 
 def segmenter_settings(config: Config) -> SegmenterSettings:
     return SegmenterSettings(**config.model.model_dump())
+
+
+def stream_settings(config: Config) -> StreamSettings:
+    s = config.source
+    return StreamSettings(s.open_timeout_s, s.read_timeout_s, s.transport, ReconnectPolicy(**s.reconnect.model_dump()))
+
+
+def source_specs(config: Config) -> list[tuple[str, str]]:
+    """(spec, id) for every configured source; ids are unique (a repeated default id gets -2, -3, ...)."""
+    if not config.sources:
+        raise ConfigError("no source given: pass SOURCE on the command line or list them under 'sources' in the config")
+    entries = config.sources
+    explicit = [e.id for e in entries if e.id]
+    if len(set(explicit)) != len(explicit):
+        raise ConfigError(f"source ids must be unique, got {explicit}")
+    taken, specs = set(explicit), []
+    for entry in entries:
+        source_id = entry.id
+        if source_id is None:
+            base = source_id = default_id(entry.path)
+            n = 1
+            while source_id in taken:
+                n += 1
+                source_id = f"{base}-{n}"
+            taken.add(source_id)
+        specs.append((entry.path, source_id))
+    return specs
+
+
+def open_sources(config: Config) -> list[Source]:
+    """Open every source now (closing those already open if one fails)."""
+    opened: list[Source] = []
+    s = config.source
+    try:
+        for spec, source_id in source_specs(config):
+            opened.append(open_source(spec, source_id=source_id, folder_fps=s.fps, stream=stream_settings(config),
+                                      camera_size=s.camera_size, camera_fps=s.camera_fps))
+    except BaseException:
+        for source in opened:
+            source.close()
+        raise
+    return opened
 
 
 def prepare_output_dir(path: Path) -> Path:
@@ -46,35 +92,47 @@ def prepare_output_dir(path: Path) -> Path:
     return path
 
 
-def default_sinks(config: Config, source: Source) -> list[Sink]:
-    out = prepare_output_dir(Path(config.output.dir))
+def default_sinks(config: Config, source: Source, several: bool = False) -> list[Sink]:
+    """tracks.jsonl, annotated.mp4 and (live sources) events.jsonl for one source."""
+    out = Path(config.output.dir)
+    out = prepare_output_dir(out / source.source_id if several else out)
     sinks: list[Sink] = [JsonlSink(out / "tracks.jsonl", masks=config.output.masks)]
     if config.output.video:
         sinks.append(VideoSink(out / "annotated.mp4", fps=source.fps))
+    if source.is_live:
+        sinks.append(EventLogSink(out / "events.jsonl"))
     return sinks
 
 
 def build_pipeline(
     config: Config,
     *,
-    source: Source | None = None,
+    source: Source | Sequence[Source] | None = None,
     segmenter: UltralyticsSegmenter | None = None,
     sinks: Sequence[Sink | Callable[[FrameResult], object]] | None = None,
 ) -> Pipeline:
     """A ready Pipeline. Pass `sinks=[...]` to replace the file outputs (e.g. with a callback)."""
     if source is None:
-        if not config.source.path:
-            raise ConfigError("no source given: pass SOURCE on the command line or source.path in the config")
-        source = open_source(config.source.path, folder_fps=config.source.fps)
-    prompt = prompt_from(config)
-    chosen_sinks = default_sinks(config, source) if sinks is None else sinks
-    segmenter = segmenter or UltralyticsSegmenter(segmenter_settings(config))
-    t = config.tracker
-    return Pipeline(
-        source,
-        segmenter,
-        prompt=prompt,
-        tracker=IoUTracker(t.min_iou, t.max_age, t.target_max_age),
-        sinks=chosen_sinks,
-        batch=BatchSettings(**config.batch.model_dump()),
-    )
+        sources = open_sources(config)
+    else:
+        sources = [source] if isinstance(source, Source) else list(source)
+    try:
+        prompt = prompt_from(config)
+        outputs = {} if sinks is not None else {s.source_id: default_sinks(config, s, len(sources) > 1) for s in sources}
+        segmenter = segmenter or UltralyticsSegmenter(segmenter_settings(config))
+        t = config.tracker
+        return Pipeline(
+            sources,
+            segmenter,
+            prompt=prompt,
+            tracker=partial(IoUTracker, t.min_iou, t.max_age, t.target_max_age),
+            sinks=sinks or (),
+            sinks_for=(lambda s: outputs[s.source_id]) if outputs else None,
+            batch=BatchSettings(**config.batch.model_dump(), buffer_size=config.source.buffer_size),
+            drop_policy=config.source.drop_policy,
+        )
+    except BaseException:
+        if source is None:
+            for s in sources:
+                s.close()
+        raise

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from .errors import ConfigError, FastSAMStreamError
 
 EXIT_INTERRUPTED = 130
+EXIT_GAVE_UP = 3  # a live source ran out of reconnect attempts (its outputs are complete up to then)
 
 
 def _floats(text: str, count: tuple[int, ...], what: str) -> list[float]:
@@ -35,8 +36,12 @@ def parse_point(text: str) -> list[float | int]:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="fastsam-stream", description="Segment and track a prompted object in video.")
     commands = top.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the pipeline on a video file or an image folder")
-    run.add_argument("source", nargs="?", help="video file or folder of JPEG/PNG images")
+    run = commands.add_parser("run", help="run the pipeline on video files, image folders, streams or cameras")
+    run.add_argument(
+        "sources", nargs="*", metavar="SOURCE",
+        help="video file, image folder, stream URL (rtsp://, rtmp://, http(s)://, ...), camera (/dev/videoN or N) "
+        "or lavfi:GRAPH; several run together, each with its own outputs",
+    )
     run.add_argument("--config", help="YAML config file, or a bundled one: default, monitoring, tracking, road")
     run.add_argument("--weights", help="FastSAM / YOLOv8-seg checkpoint path (default: FastSAM-s.pt, fetched online)")
     run.add_argument("--device", help="cpu or cuda:N (default: cuda:0 when available)")
@@ -45,9 +50,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.7)")
     run.add_argument("--max-det", type=int, help="most instances per frame (default 300)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    run.add_argument("--transport", choices=["tcp", "udp"], help="RTSP transport (default tcp)")
+    run.add_argument("--reconnect-attempts", type=int, help="give a lost live source up after N attempts (default: never)")
+    run.add_argument("--read-timeout", type=float, help="seconds without data before a live source counts as lost (default 5)")
+    run.add_argument("--drop-policy", choices=["auto", "block", "drop_oldest"],
+                     help="when the segmenter is behind: drop_oldest (live default) or block (files)")
+    run.add_argument("--camera-size", help="V4L2 capture size WIDTHxHEIGHT")
+    run.add_argument("--camera-fps", type=float, help="V4L2 capture frame rate")
     run.add_argument("--box", help="box prompt X1,Y1,X2,Y2 in source pixels")
     run.add_argument("--point", action="append", default=[], help="point prompt X,Y[,LABEL] (1 fg, 0 bg); repeatable")
     run.add_argument("--prompt-frame", type=int, help="frame the prompt applies to (default 0)")
+    run.add_argument("--prompt-source", help="id of the source the prompt is for (default: every source)")
     run.add_argument("--out", help="output folder (default runs/fastsam-stream)")
     run.add_argument("--masks", choices=["target", "all", "none"], help="which tracks get RLE masks in tracks.jsonl")
     run.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
@@ -59,7 +72,12 @@ def parser() -> argparse.ArgumentParser:
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     """Nested config overrides for every option the user gave (unset options leave the config alone)."""
     given = {
-        ("source", "path"): args.source,
+        ("sources", None): args.sources or None,
+        ("source", "transport"): args.transport,
+        ("source", "read_timeout_s"): args.read_timeout,
+        ("source", "drop_policy"): args.drop_policy,
+        ("source", "camera_size"): args.camera_size,
+        ("source", "camera_fps"): args.camera_fps,
         ("model", "weights"): args.weights,
         ("model", "device"): args.device,
         ("model", "imgsz"): args.imgsz,
@@ -70,15 +88,22 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         ("prompt", "box"): _floats(args.box, (4,), "--box") if args.box else None,
         ("prompt", "points"): [parse_point(p) for p in args.point] or None,
         ("prompt", "frame"): args.prompt_frame,
+        ("prompt", "source"): args.prompt_source,
         ("output", "dir"): args.out,
         ("output", "masks"): args.masks,
         ("output", "video"): False if args.no_video else None,
         ("output", "quiet"): True if args.quiet else None,
     }
-    overrides: dict[str, dict[str, Any]] = {}
+    overrides: dict[str, Any] = {}
     for (section, key), value in given.items():
-        if value is not None:
+        if value is None:
+            continue
+        if key is None:
+            overrides[section] = value
+        else:
             overrides.setdefault(section, {})[key] = value
+    if args.reconnect_attempts is not None:
+        overrides.setdefault("source", {})["reconnect"] = {"max_attempts": args.reconnect_attempts}
     return overrides
 
 
@@ -101,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
     show = not config.output.quiet and sys.stderr.isatty()
-    with tqdm(total=pipeline.source.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
+    with tqdm(total=pipeline.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
         for _ in pipeline:
             bar.update(1)
         bar.total = bar.n  # containers can announce a wrong count; end the bar on the real one
@@ -112,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     outputs = ", ".join(str(s.path) for s in pipeline.sinks if hasattr(s, "path"))
     print(f"{summary.line()} -> {outputs}")
+    if summary.gave_up:
+        print(f"fastsam-stream: error: gave up reconnecting to {', '.join(summary.gave_up)}", file=sys.stderr)
+        return EXIT_GAVE_UP
     return 0
 
 

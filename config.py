@@ -23,9 +23,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SourceEntry(_Section):
+    """One source, named: `{id: front, path: rtsp://...}`."""
+
+    path: str = Field(min_length=1)
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # used as a folder name
+
+
+class ReconnectConfig(_Section):
+    max_attempts: int | None = Field(None, ge=0)
+    initial_delay_s: float = Field(0.5, ge=0)
+    max_delay_s: float = Field(30.0, ge=0)
+    multiplier: float = Field(2.0, ge=1.0)
+    jitter: Fraction01 = 0.25
+
+
 class SourceConfig(_Section):
-    path: str | None = None
     fps: float = Field(30.0, ge=0.01, le=1000, description="frame rate of image folders (videos use their own)")
+    drop_policy: Literal["auto", "block", "drop_oldest"] = "auto"
+    buffer_size: int = Field(4, ge=1, le=1000)
+    transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(5.0, gt=0)
+    camera_size: str | None = Field(None, pattern=r"^[1-9][0-9]*x[1-9][0-9]*$")
+    camera_fps: float | None = Field(None, gt=0, le=1000)
+    reconnect: ReconnectConfig = ReconnectConfig()
 
 
 class ModelConfig(_Section):
@@ -54,6 +76,7 @@ class BatchConfig(_Section):
 
 
 class PromptConfig(_Section):
+    source: str | None = None  # the source id the prompt is for; None: every source
     frame: int = Field(0, ge=0)
     box: tuple[float, float, float, float] | None = None
     points: list[tuple[float, float] | tuple[float, float, int]] = []
@@ -96,6 +119,7 @@ class OutputConfig(_Section):
 
 
 class Config(_Section):
+    sources: list[SourceEntry] = []
     source: SourceConfig = SourceConfig()
     model: ModelConfig = ModelConfig()
     batch: BatchConfig = BatchConfig()
@@ -103,11 +127,23 @@ class Config(_Section):
     tracker: TrackerConfig = TrackerConfig()
     output: OutputConfig = OutputConfig()
 
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _entries(cls, v: Any) -> Any:
+        """A bare string is one source; each string entry is a path with the default id."""
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list):
+            return [{"path": e} if isinstance(e, str) else e for e in v]
+        return v
+
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
+        if key == "source.path":
+            return "unknown config key 'source.path': sources are listed under 'sources' (a list of paths, URLs or {id, path})"
         return f"unknown config key {key!r}"
     message = first["msg"].removeprefix("Value error, ")
     return f"config key {key!r}: {message} (got {first.get('input')!r})"

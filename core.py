@@ -1,4 +1,5 @@
-"""The small typed values that flow through the pipeline: Frame, Instances, Prompt, Track, FrameResult.
+"""The small typed values that flow through the pipeline: Frame, Instances, Prompt, Track, FrameResult,
+and SourceEvent (a live source connecting, losing its stream, coming back, giving up).
 
 Named `core` rather than `types` on purpose: a top-level file called `types.py` shadows the standard
 library's `types` module for any Python started from the repository root.
@@ -246,6 +247,8 @@ class FrameResult:
     # Rows of `instances` that make up the target's mask on this frame: the prompt's merged
     # selection on the prompt frame, the target track's matched row afterwards.
     target_rows: tuple[int, ...] = ()
+    # Frames of this source dropped (live sources keep only the newest) since its previous result.
+    dropped_before: int = 0
 
     @property
     def target(self) -> Track | None:
@@ -268,3 +271,44 @@ class FrameResult:
         if track.instance_index is None:
             return None
         return self.instances.masks(track.instance_index)[0]
+
+
+class EventKind(str, enum.Enum):
+    CONNECTED = "connected"  # a live source opened its stream for the first time
+    LOST = "lost"  # the stream ended or failed; the source is reconnecting
+    RECONNECTED = "reconnected"  # the stream is back (its size or rate may have changed)
+    GAVE_UP = "gave_up"  # reconnecting ran out of attempts; the source has ended
+    RESIZED = "resized"  # frames arrive at a new size; tracks were rescaled to it
+
+
+@dataclass(frozen=True)
+class SourceEvent:
+    """A change in a source's state, handed to sinks (`on_event`) and the log in stream order.
+
+    `next_frame` is the index the source's next frame will carry, so an event can be placed
+    between frames. `message` never holds credentials (sources redact their URLs).
+    """
+
+    source_id: str
+    kind: EventKind
+    next_frame: int
+    at: float  # wall-clock time.time(), for logs and events.jsonl
+    attempt: int = 0  # reconnect attempts made (lost: 0; reconnected/gave_up: how many it took)
+    message: str = ""
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    outage_s: float | None = None  # reconnected: seconds without frames
+
+    def describe(self) -> str:
+        """One human-readable line, for logs."""
+        parts = [f"{self.source_id}: {self.kind.value}"]
+        if self.width and self.height:
+            parts.append(f"{self.width}x{self.height}" + (f" at {self.fps:g} fps" if self.fps else ""))
+        if self.attempt:
+            parts.append(f"after {self.attempt} attempt{'s' if self.attempt > 1 else ''}")
+        if self.outage_s is not None:
+            parts.append(f"{self.outage_s:.1f} s without frames")
+        if self.message:
+            parts.append(f"({self.message})")
+        return " ".join(parts)

@@ -2,7 +2,8 @@
 
 from .batcher import BatchSettings, SegmentingStages
 from .prompts import Selection, select
-from .runner import Pipeline, RunSummary
+from .runner import Pipeline
+from .summary import RunSummary, SourceSummary
 from .segmenter import Segmenter, SegmenterSettings, UltralyticsSegmenter
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "Segmenter",
     "SegmenterSettings",
     "Selection",
+    "SourceSummary",
     "UltralyticsSegmenter",
     "select",
 ]

@@ -1,36 +1,46 @@
-"""Threads and bounded queues between the source, the segmenter and the caller.
+"""Threads and bounded buffers between the sources, the segmenter and the caller.
 
-    reader thread ──Frame──▶ [frames queue] ──▶ segmenter thread ──(Frame, Instances)──▶ [results queue] ──▶ caller
+    reader thread per source ──▶ FrameIntake (a bounded buffer per source, drop policy)
+        ──▶ segmenter thread (batches across sources) ──▶ [results queue] ──▶ caller
 
-Decoding (PyAV) and the forward pass (torch) release the GIL, so plain threads overlap them. Every
-queue is bounded: a file source's reader waits when the segmenter is behind (no frame is lost).
-Errors raised in a thread travel down the queues as `_Failed` and are raised again in the caller.
+Decoding (PyAV) and the forward pass (torch) release the GIL, so plain threads overlap them.
+Decoding never waits for the segmenter on a live source (its buffer drops the oldest frame),
+and the segmenter never waits for decoding beyond `max_wait_ms` for a batch to fill. A file
+source's reader waits for room instead, so no frame of a file is lost. Errors raised in a
+thread travel down as markers and are raised again in the caller's thread.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
-import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
-from ..core import Frame, Instances
-from ..sources.base import Source
+from ..core import Frame, Instances, SourceEvent
+from ..sources.base import DropPolicy, Source
+from .intake import FrameIntake, SourceEnded
 from .segmenter import Segmenter
 
 _POLL_S = 0.1  # how often a blocked thread looks at the stop flag
+_LIVE_JOIN_S = 1.0  # a live reader may sit in a network read; it closes its own stream when it returns
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class BatchSettings:
-    max_batch: int = 4  # frames per forward pass
+    max_batch: int = 4  # frames per forward pass (taken across sources)
     max_wait_ms: float = 5.0  # how long a partial batch waits to fill before it goes
-    queue_size: int = 8  # frames buffered between stages
+    queue_size: int = 8  # results buffered for the caller
+    buffer_size: int = 4  # frames buffered per source before its drop policy applies
 
 
-class _End:
-    """Marks the end of a stream."""
+@dataclass(frozen=True)
+class Segmented:
+    frame: Frame
+    instances: Instances
+    dropped_before: int  # frames of this source dropped since its previous Segmented
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,11 @@ class _Failed:
     error: BaseException
 
 
-_END = _End()
+class _AllEnded:
+    """Every source has ended."""
+
+
+Item = Segmented | SourceEvent | SourceEnded
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
@@ -53,7 +67,8 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 
 class SegmentingStages:
-    """Runs the reader and segmenter threads; iterate it for (frame, instances) in source order.
+    """Runs one reader thread per source and one segmenter thread. Iterate it for Segmented
+    results, SourceEvents and SourceEnded markers; each source's items come in its own order.
 
     Iteration also ends when `interrupt` is set (a caller asked the run to stop); `stop()` then
     ends the threads.
@@ -61,90 +76,96 @@ class SegmentingStages:
 
     def __init__(
         self,
-        source: Source,
+        sources: Sequence[Source],
         segmenter: Segmenter,
         settings: BatchSettings = BatchSettings(),
         interrupt: threading.Event | None = None,
+        drop_policy: DropPolicy | str | None = None,
     ) -> None:
-        self.source = source
+        self.sources = list(sources)
         self.segmenter = segmenter
         self.settings = settings
-        self._frames: queue.Queue = queue.Queue(maxsize=settings.queue_size)
-        self._results: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self._stop = threading.Event()
         self._interrupt = interrupt or threading.Event()
-        self._threads = [
-            threading.Thread(target=self._read, name=f"read-{source.source_id}", daemon=True),
-            threading.Thread(target=self._segment, name="segment", daemon=True),
+        policies = {s.source_id: DropPolicy.for_source(s, drop_policy) for s in self.sources}
+        self.intake = FrameIntake(policies, settings.buffer_size, self._stop)
+        self._results: queue.Queue = queue.Queue(maxsize=settings.queue_size)
+        self._readers = [
+            threading.Thread(target=self._read, args=(s,), name=f"read-{s.source_id}", daemon=True)
+            for s in self.sources
         ]
+        self._segmenter_thread = threading.Thread(target=self._segment, name="segment", daemon=True)
 
     def start(self) -> None:
-        for thread in self._threads:
+        for thread in [*self._readers, self._segmenter_thread]:
             thread.start()
 
     def stop(self) -> None:
-        """Stop both threads and wait for them; frames not yet segmented are dropped."""
+        """Stop every thread and wait for them; frames not yet segmented are dropped."""
         self._stop.set()
-        for thread in self._threads:
-            if thread.is_alive() and thread is not threading.current_thread():
-                thread.join()
+        for source in self.sources:
+            if source.is_live:
+                source.close()  # wakes a reader sleeping between reconnect attempts
+        self.intake.wake()
+        for source, thread in zip(self.sources, self._readers):
+            if thread.is_alive():
+                thread.join(_LIVE_JOIN_S if source.is_live else None)
+                if thread.is_alive():
+                    log.debug("%s: reader still in a read; it will close its stream when the read returns", source.source_id)
+        if self._segmenter_thread.is_alive() and self._segmenter_thread is not threading.current_thread():
+            self._segmenter_thread.join()
 
-    def __iter__(self) -> Iterator[tuple[Frame, Instances]]:
+    def __iter__(self) -> Iterator[Item]:
         while not self._interrupt.is_set():
             try:
                 item = self._results.get(timeout=_POLL_S)
             except queue.Empty:
-                if not any(t.is_alive() for t in self._threads) and self._results.empty():
-                    raise RuntimeError("the reader and segmenter threads ended without a result")
+                if not self._segmenter_thread.is_alive() and self._results.empty():
+                    raise RuntimeError("the segmenter thread ended without a result")
                 continue
-            if item is _END:
+            if isinstance(item, _AllEnded):
                 return
             if isinstance(item, _Failed):
                 raise item.error
             yield item
 
-    def _read(self) -> None:
+    def _read(self, source: Source) -> None:
+        frames = source.frames()
         try:
-            for frame in self.source.frames():
-                if not _put(self._frames, frame, self._stop):
+            for item in frames:
+                if not self.intake.put(source.source_id, item):
                     return
-            _put(self._frames, _END, self._stop)
+            self.intake.put(source.source_id, SourceEnded(source.source_id))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
-            _put(self._frames, _Failed(exc), self._stop)
-
-    def _next_batch(self) -> tuple[list[Frame], object | None]:
-        """Up to max_batch frames, waiting at most max_wait_ms after the first; plus an end/failure marker."""
-        first = None
-        while first is None and not self._stop.is_set():
-            try:
-                first = self._frames.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-        if not isinstance(first, Frame):
-            return [], first
-        batch, deadline = [first], time.monotonic() + self.settings.max_wait_ms / 1000
-        while len(batch) < self.settings.max_batch:
-            try:
-                item = self._frames.get(timeout=max(deadline - time.monotonic(), 0))
-            except queue.Empty:
-                break
-            if not isinstance(item, Frame):
-                return batch, item
-            batch.append(item)
-        return batch, None
+            self.intake.put(source.source_id, SourceEnded(source.source_id, exc))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()  # a generator left early closes its stream in this thread, not later in another
 
     def _segment(self) -> None:
+        s = self.settings
         try:
             while not self._stop.is_set():
-                batch, marker = self._next_batch()
-                segmented = self.segmenter.segment(batch)
-                if len(segmented) != len(batch):
-                    raise RuntimeError(f"the segmenter returned {len(segmented)} results for {len(batch)} frames")
-                for frame, instances in zip(batch, segmented):
-                    if not _put(self._results, (frame, instances), self._stop):
+                taken = self.intake.take(s.max_batch, s.max_wait_ms / 1000)
+                frames = [t.frame for t in taken if t.frame is not None]
+                segmented = self.segmenter.segment(frames) if frames else []
+                if len(segmented) != len(frames):
+                    raise RuntimeError(f"the segmenter returned {len(segmented)} results for {len(frames)} frames")
+                results = iter(segmented)
+                for t in taken:
+                    items: list[object] = list(t.events)
+                    if t.frame is not None:
+                        items.append(Segmented(t.frame, next(results), t.dropped_before))
+                    if t.ended is not None:
+                        items.append(_Failed(t.ended.error) if t.ended.error is not None else t.ended)
+                    for item in items:
+                        if not _put(self._results, item, self._stop):
+                            return
+                    if t.ended is not None and t.ended.error is not None:
                         return
-                if marker is not None:
-                    _put(self._results, marker, self._stop)
+                if self.intake.finished:
+                    _put(self._results, _AllEnded(), self._stop)
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
             _put(self._results, _Failed(exc), self._stop)

@@ -1,7 +1,7 @@
 """Sinks: where FrameResults go (tracks.jsonl, annotated video, or any callable)."""
 
 from .base import CallbackSink, Sink, as_sink
-from .jsonl import JsonlSink, decode_rle, encode_rle
+from .jsonl import EventLogSink, JsonlSink, decode_rle, encode_rle
 from .video import VideoSink, annotate
 
-__all__ = ["CallbackSink", "JsonlSink", "Sink", "VideoSink", "annotate", "as_sink", "decode_rle", "encode_rle"]
+__all__ = ["CallbackSink", "EventLogSink", "JsonlSink", "Sink", "VideoSink", "annotate", "as_sink", "decode_rle", "encode_rle"]

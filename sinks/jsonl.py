@@ -1,6 +1,6 @@
 """tracks.jsonl: one JSON object per source frame, in order, flushed as it goes.
 
-    {"source": str, "frame": int, "pts": float,
+    {"source": str, "frame": int, "pts": float, "dropped_before": int,
      "tracks": [{"id": int, "target": bool, "state": "tracked"|"lost", "box": [x1, y1, x2, y2],
                  "score": float, "mask": {"size": [h, w], "counts": str}}]}
 
@@ -12,13 +12,14 @@ track has no mask. Tracks listed: every track matched this frame, and the target
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, TextIO
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..core import FrameResult, Track, TrackState
+from ..core import FrameResult, SourceEvent, Track, TrackState
 from ..errors import OutputError
 
 MaskPolicy = Literal["target", "all", "none"]
@@ -42,7 +43,7 @@ class JsonlSink:
     def __init__(self, path: str | Path, masks: MaskPolicy = "target") -> None:
         self.path = Path(path)
         self.masks = masks
-        self._file: TextIO | None = None  # opened on the first frame: a run that fails to start leaves nothing
+        self._lines = _JsonLines(self.path)
 
     def record(self, result: FrameResult) -> dict:
         frame = result.frame
@@ -52,6 +53,7 @@ class JsonlSink:
             "source": frame.source_id,
             "frame": frame.index,
             "pts": round(float(frame.pts), 6),
+            "dropped_before": result.dropped_before,
             "tracks": [self._entry(t, masks.get(t.id)) for t in listed],
         }
 
@@ -81,15 +83,62 @@ class JsonlSink:
         return entry
 
     def write(self, result: FrameResult) -> None:
+        self._lines.write(self.record(result))
+
+    def close(self) -> None:
+        self._lines.close()
+
+
+class _JsonLines:
+    """A JSON-lines file opened on the first line (a run that fails to start leaves nothing) and
+    flushed after every line (a crash or Ctrl-C keeps every line written so far)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+
+    def write(self, record: dict) -> None:
         if self._file is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("w", encoding="utf-8")
             except OSError as exc:
                 raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        self._file.write(json.dumps(self.record(result), separators=(",", ":")) + "\n")
-        self._file.flush()  # a crash or Ctrl-C keeps every frame written so far
+        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self._file.flush()
 
     def close(self) -> None:
         if self._file is not None and not self._file.closed:
             self._file.close()
+
+
+class EventLogSink:
+    """events.jsonl: the source events (see the module docstring); frames are ignored."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lines = _JsonLines(self.path)
+
+    @staticmethod
+    def record(event: SourceEvent) -> dict:
+        return {
+            "source": event.source_id,
+            "event": event.kind.value,
+            "time": datetime.fromtimestamp(event.at, timezone.utc).isoformat(timespec="milliseconds"),
+            "next_frame": event.next_frame,
+            "attempt": event.attempt,
+            "message": event.message,
+            "width": event.width,
+            "height": event.height,
+            "fps": None if event.fps is None else round(event.fps, 3),
+            "outage_s": None if event.outage_s is None else round(event.outage_s, 3),
+        }
+
+    def on_event(self, event: SourceEvent) -> None:
+        self._lines.write(self.record(event))
+
+    def write(self, result: FrameResult) -> None:
+        pass
+
+    def close(self) -> None:
+        self._lines.close()

@@ -1,23 +1,79 @@
-"""Frame sources. `open_source` picks one from what the user typed."""
+"""Frame sources, and `open_source`, which picks one from what the user typed:
+
+    video file, image folder              → FileSource, FolderSource   (never drop a frame)
+    rtsp:// rtsps:// rtmp:// http(s):// srt:// udp:// tcp:// rtp://  → StreamSource   (live)
+    /dev/videoN, or a bare camera index N → CameraSource (V4L2)         (live)
+    lavfi:GRAPH (e.g. lavfi:testsrc=size=640x480:rate=30,realtime) → CameraSource (FFmpeg virtual device)
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..errors import SourceError
-from .base import Source
+from .base import DropPolicy, Source, safe_id
 from .file import FileSource
 from .folder import FolderSource
+from .live import STREAM_SCHEMES, CameraSource, LiveSource, ReconnectPolicy, SourceState, StreamSettings, StreamSource
+from .redact import redact_url
+
+_CAMERA_DEVICE = re.compile(r"^(/dev/video(\d+)|(\d+))$")
 
 
-def open_source(spec: str | Path, *, folder_fps: float = 30.0) -> Source:
-    """A folder of images or a video file; a clear SourceError for anything else."""
+def is_stream_url(spec: str) -> bool:
+    scheme, sep, _ = spec.partition("://")
+    return bool(sep) and scheme.lower() in STREAM_SCHEMES
+
+
+def default_id(spec: str) -> str:
+    """The id a source gets when none is given: file stem, folder name, host and path, or device name."""
+    if is_stream_url(spec):
+        parts = urlsplit(spec)
+        return safe_id("-".join(str(p) for p in (parts.hostname, parts.port, parts.path) if p), "stream")
+    if spec.startswith("lavfi:"):
+        return safe_id("lavfi-" + re.split(r"[=,:]", spec[len("lavfi:"):], maxsplit=1)[0], "lavfi")
+    camera = _CAMERA_DEVICE.match(spec)
+    if camera:
+        return f"video{camera.group(2) or camera.group(3)}"
     path = Path(spec)
+    return safe_id(path.resolve().name if path.is_dir() else path.stem, "source")
+
+
+def open_source(
+    spec: str | Path,
+    *,
+    source_id: str | None = None,
+    folder_fps: float = 30.0,
+    stream: StreamSettings = StreamSettings(),
+    camera_size: str | None = None,
+    camera_fps: float | None = None,
+) -> Source:
+    """A source for a file, folder, stream URL or camera; a clear SourceError for anything else."""
+    text = str(spec)
+    source_id = source_id or default_id(text)
+    if is_stream_url(text):
+        return StreamSource(text, source_id, stream)
+    if text.startswith("lavfi:"):
+        return CameraSource(text[len("lavfi:"):], source_id, format="lavfi", settings=stream)
+    camera = _CAMERA_DEVICE.match(text)
+    if camera and (camera.group(2) or not Path(text).exists()):  # a file called "0" is still a file
+        device = camera.group(1) if camera.group(2) else f"/dev/video{camera.group(3)}"
+        if not Path(device).exists():
+            raise SourceError(f"no such camera: {device}")
+        return CameraSource(device, source_id, size=camera_size, fps=camera_fps, settings=stream)
+    path = Path(text)
     if path.is_dir():
-        return FolderSource(path, fps=folder_fps)
+        return FolderSource(path, fps=folder_fps, source_id=source_id)
     if path.is_file():
-        return FileSource(path)
-    raise SourceError(f"no such file or folder: {spec}")
+        return FileSource(path, source_id=source_id)
+    if "://" in text:
+        raise SourceError(f"unsupported stream URL {redact_url(text)} (schemes: {', '.join(STREAM_SCHEMES)})")
+    raise SourceError(f"no such file or folder: {text}")
 
 
-__all__ = ["FileSource", "FolderSource", "Source", "open_source"]
+__all__ = [
+    "CameraSource", "DropPolicy", "FileSource", "FolderSource", "LiveSource", "ReconnectPolicy", "Source",
+    "SourceState", "StreamSettings", "StreamSource", "default_id", "is_stream_url", "open_source", "redact_url",
+]

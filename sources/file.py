@@ -12,6 +12,7 @@ import av
 
 from ..core import Frame
 from ..errors import SourceError
+from .base import safe_id
 
 _DEFAULT_FPS = Fraction(30)
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ class FileSource:
 
     def __init__(self, path: str | Path, source_id: str | None = None) -> None:
         self.path = Path(path)
-        self.source_id = source_id or self.path.stem
+        self.source_id = source_id or safe_id(self.path.stem, "video")
         if not self.path.is_file():
             raise SourceError(f"no such video file: {self.path}")
         try:

@@ -12,6 +12,7 @@ import cv2
 
 from ..core import Frame
 from ..errors import SourceError
+from .base import safe_id
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -26,7 +27,7 @@ class FolderSource:
 
     def __init__(self, path: str | Path, fps: float = 30.0, source_id: str | None = None) -> None:
         self.path = Path(path)
-        self.source_id = source_id or self.path.name
+        self.source_id = source_id or safe_id(self.path.resolve().name, "images")
         if not self.path.is_dir():
             raise SourceError(f"no such image folder: {self.path}")
         self.files = sorted(

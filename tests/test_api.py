@@ -11,7 +11,7 @@ import fastsam_stream as fs
 def test_build_iterate_and_break_early(segmenter, videos, tmp_path):
     config = fs.load_config(
         overrides={
-            "source": {"path": str(videos / "vtest.avi")},
+            "sources": [str(videos / "vtest.avi")],
             "prompt": {"box": [642, 241, 683, 321]},
             "output": {"dir": str(tmp_path)},
         }

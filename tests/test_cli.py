@@ -85,6 +85,13 @@ def test_image_folder_source_and_a_point_prompt(cli, weights, davis, tmp_path):
         (["run", "{clip}", "--out", "{a_file}"], "cannot create output folder"),
         (["run", "{clip}", "--weights", "{onnx}"], "only PyTorch checkpoints (*.pt)"),
         (["run", "{clip}", "--config", "{empty_dir}"], "is a folder"),
+        (["run", "/dev/video97"], "no such camera: /dev/video97"),
+        (["run", "97"], "no such camera: /dev/video97"),
+        (["run", "ftp://user:pw@example.com/x.mp4"], "unsupported stream URL ftp://user:***@example.com/x.mp4"),
+        (["run", "lavfi:no_such_filter"], "cannot open lavfi:no_such_filter"),
+        (["run", "{clip}", "--camera-size", "big"], "config key 'source.camera_size'"),
+        (["run", "{clip}", "{clip}", "--prompt-source", "nope", "--box", "1,1,20,20"], "the prompt is for source 'nope'"),
+        (["run", "{clip}", "--reconnect-attempts", "-1"], "config key 'source.reconnect.max_attempts'"),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(cli, weights, videos, tmp_path, args, message):

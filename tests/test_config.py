@@ -39,6 +39,11 @@ def test_overrides_win_over_the_file(tmp_path):
         ("output:\n  masks: some\n", "'output.masks'"),
         ("- just\n- a list\n", "mapping"),
         ("model: [unclosed\n", "not valid YAML"),
+        ("source:\n  path: a.mp4\n", "sources are listed under 'sources'"),
+        ("sources:\n  - {path: a.mp4, id: ../up}\n", "'sources.0.id'"),
+        ("sources:\n  - {id: cam}\n", "'sources.0.path': Field required"),
+        ("source:\n  drop_policy: newest\n", "'source.drop_policy'"),
+        ("source:\n  reconnect:\n    multiplier: 0.5\n", "'source.reconnect.multiplier'"),
     ],
 )
 def test_bad_configs_are_one_line_config_errors(tmp_path, text, message):
@@ -52,3 +57,11 @@ def test_bad_configs_are_one_line_config_errors(tmp_path, text, message):
 def test_missing_config_names_the_bundled_ones():
     with pytest.raises(ConfigError, match="bundled configs: default, monitoring, road, tracking"):
         load_config("nonexistent")
+
+
+def test_sources_are_strings_or_named_entries(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sources:\n  - a.mp4\n  - {id: front, path: rtsp://cam/1}\n")
+    config = load_config(path)
+    assert [(e.path, e.id) for e in config.sources] == [("a.mp4", None), ("rtsp://cam/1", "front")]
+    assert [(e.path, e.id) for e in load_config(overrides={"sources": "b.mp4"}).sources] == [("b.mp4", None)]

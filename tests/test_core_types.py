@@ -363,7 +363,8 @@ def scene() -> tuple[FrameResult, np.ndarray]:
 def test_jsonl_record_keys_and_types(tmp_path):
     result, _ = scene()
     [record] = write_and_read(tmp_path, [result])
-    assert set(record) == {"source", "frame", "pts", "tracks"}
+    assert set(record) == {"source", "frame", "pts", "dropped_before", "tracks"}
+    assert record["dropped_before"] == 0
     assert record["source"] == "cam0"
     assert type(record["frame"]) is int and record["frame"] == 7
     assert type(record["pts"]) is float and record["pts"] == pytest.approx(0.233333)

@@ -77,6 +77,12 @@ class IoUTracker:
         # A removed track is reported once, in the frame it goes, so callers see the transition.
         return live + tuple(self._snapshot(t, None, TrackState.REMOVED) for t in removed)
 
+    def rescale(self, sx: float, sy: float) -> None:
+        """Move every track to new frame coordinates (a stream that came back at another size)."""
+        factor = np.array([sx, sy, sx, sy], np.float32)
+        for track in self._tracks:
+            track.box = track.box * factor
+
     def _expired(self, track: _LiveTrack) -> bool:
         limit = self.target_max_age if track.is_target else self.max_age
         return limit is not None and self._frame - track.last_seen > limit

@@ -1,0 +1,311 @@
+"""Several sources in one Pipeline: shared batches, everything after segmentation per source.
+
+A fake segmenter (one box per frame, placed relative to the frame's size) keeps the unit tests
+deterministic and fast; the sources decode real clips and images. One end-to-end test runs the
+real model through the command line on two sources."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import fastsam_stream as fs
+from fastsam_stream.core import DenseMasks, EventKind, Frame, Instances, SourceEvent, TrackState
+from fastsam_stream.sinks import EventLogSink
+
+CARPHONE_FRAMES = 120
+TREE_FRAMES = 68  # tree.avi announces more, but 68 decode
+FOLDER_FRAMES = 8
+GATE_S = 30.0  # bound on waiting for the readers in the mixing gate (they need well under a second)
+
+
+def _box(width: int, height: int) -> list[float]:
+    """The one object every frame holds: the middle half of the frame."""
+    return [width * 0.25, height * 0.25, width * 0.75, height * 0.75]
+
+
+def _instances(frame: Frame) -> Instances:
+    h, w = frame.height, frame.width
+    x1, y1, x2, y2 = (int(v) for v in _box(w, h))
+    mask = np.zeros((1, h, w), bool)
+    mask[0, y1:y2, x1:x2] = True
+    return Instances(np.array([_box(w, h)]), np.array([0.9]), (h, w), masks=DenseMasks(mask))
+
+
+class MiddleBox:
+    """A fake segmenter: one box and mask per frame. Records the source ids of every batch.
+
+    With `gate`, its first call waits until every gated source has handed its reader enough frames
+    that each buffer still holds some after this first batch: the next batch is then certain to
+    find frames of every source waiting (no reliance on thread timing)."""
+
+    def __init__(self, gate: list[threading.Event] | None = None) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = gate or []
+
+    def segment(self, frames: list[Frame]) -> list[Instances]:
+        if not self.batches:
+            for ready in self.gate:
+                ready.wait(GATE_S)
+        self.batches.append([f.source_id for f in frames])
+        return [_instances(f) for f in frames]
+
+
+class Counted:
+    """A source as it is, that sets `ready` once `after` of its frames have gone to the pipeline."""
+
+    def __init__(self, inner, after: int) -> None:
+        self.inner, self.after = inner, after
+        self.source_id, self.fps, self.frame_count, self.is_live = inner.source_id, inner.fps, inner.frame_count, inner.is_live
+        self.ready = threading.Event()
+
+    def frames(self):
+        try:
+            for n, item in enumerate(self.inner.frames()):
+                if n > self.after:  # asked for item n: items 0..n-1 were put in the buffer
+                    self.ready.set()
+                yield item
+        finally:
+            self.ready.set()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _image_folder(root: Path, count: int = FOLDER_FRAMES, size: tuple[int, int] = (40, 30)) -> Path:
+    folder = root / "stills"
+    folder.mkdir()
+    width, height = size
+    for i in range(count):
+        image = np.full((height, width, 3), 20 * i, np.uint8)
+        assert cv2.imwrite(str(folder / f"img{i}.png"), image)
+    return folder
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.results: list[fs.FrameResult] = []
+        self.events: list[SourceEvent] = []
+        self.closed = 0
+
+    def write(self, result: fs.FrameResult) -> None:
+        self.results.append(result)
+
+    def on_event(self, event: SourceEvent) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.fixture(scope="module")
+def three_sources_run(videos, tmp_path_factory):
+    folder = _image_folder(tmp_path_factory.mktemp("multi"))
+    sources = [
+        Counted(fs.FileSource(videos / "carphone_pristine.mp4", source_id="carphone"), 5),
+        Counted(fs.FileSource(videos / "tree.avi", source_id="tree"), 5),
+        Counted(fs.FolderSource(folder, source_id="stills"), 5),
+    ]
+    segmenter = MiddleBox(gate=[s.ready for s in sources])
+    shared = Recorder()
+    own = {s.source_id: Recorder() for s in sources}
+    pipeline = fs.Pipeline(
+        sources,
+        segmenter,
+        sinks=[shared],
+        sinks_for=lambda s: [own[s.source_id]],
+        # 8 frames of room per source: each reader gets past its 5th frame before the first batch
+        # (at most 4 frames) is segmented, so every buffer still has a frame for the second batch.
+        batch=fs.BatchSettings(max_batch=4, max_wait_ms=20, buffer_size=8),
+    )
+    returned = list(pipeline)
+    return pipeline, segmenter, shared, own, returned
+
+
+EXPECTED = {"carphone": CARPHONE_FRAMES, "tree": TREE_FRAMES, "stills": FOLDER_FRAMES}
+
+
+def test_every_source_arrives_complete_and_in_its_own_order(three_sources_run):
+    pipeline, _, shared, _, returned = three_sources_run
+    for source_id, count in EXPECTED.items():
+        indexes = [r.frame.index for r in returned if r.frame.source_id == source_id]
+        assert indexes == list(range(count)), source_id
+    assert {k: s.frames for k, s in pipeline.summary.sources.items()} == EXPECTED
+    assert pipeline.summary.frames == sum(EXPECTED.values()) and pipeline.summary.dropped == 0
+    assert all(r.dropped_before == 0 for r in returned)
+    assert [id(r) for r in shared.results] == [id(r) for r in returned]  # the caller sees what the sinks saw
+
+
+def test_results_go_to_their_own_sources_sinks_and_all_to_the_shared_ones(three_sources_run):
+    _, _, shared, own, returned = three_sources_run
+    assert len(shared.results) == sum(EXPECTED.values())
+    for source_id, sink in own.items():
+        assert {r.frame.source_id for r in sink.results} == {source_id}
+        assert [r.frame.index for r in sink.results] == list(range(EXPECTED[source_id]))
+        assert [id(r) for r in sink.results] == [id(r) for r in shared.results if r.frame.source_id == source_id]
+    assert shared.closed == 1 and all(sink.closed == 1 for sink in own.values())
+
+
+def test_each_source_has_its_own_tracker(three_sources_run):
+    _, _, _, _, returned = three_sources_run
+    for source_id in EXPECTED:
+        ids = {t.id for r in returned if r.frame.source_id == source_id for t in r.tracks}
+        assert ids == {1}, source_id  # a shared tracker would hand the second source id 2
+
+
+def test_batches_mix_frames_of_several_sources(three_sources_run):
+    _, segmenter, _, _, _ = three_sources_run
+    assert sum(len(b) for b in segmenter.batches) == sum(EXPECTED.values())
+    assert all(1 <= len(b) <= 4 for b in segmenter.batches)
+    assert set(segmenter.batches[1]) == set(EXPECTED)  # the first batch after every buffer had frames
+    assert sum(len(set(b)) > 1 for b in segmenter.batches) >= 1
+
+
+def test_duplicate_source_ids_are_rejected(videos):
+    a = fs.FileSource(videos / "carphone_pristine.mp4", source_id="same")
+    b = fs.FileSource(videos / "tree.avi", source_id="same")
+    try:
+        with pytest.raises(ValueError, match="unique"):
+            fs.Pipeline([a, b], MiddleBox())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_one_tracker_instance_for_several_sources_is_rejected(videos):
+    a = fs.FileSource(videos / "carphone_pristine.mp4")
+    b = fs.FileSource(videos / "tree.avi")
+    try:
+        with pytest.raises(ValueError, match="tracker"):
+            fs.Pipeline([a, b], MiddleBox(), tracker=fs.IoUTracker())
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("factory", [lambda: fs.IoUTracker(max_age=3), fs.IoUTracker], ids=["lambda", "class"])
+def test_a_tracker_factory_gives_every_source_its_own_tracker(videos, tmp_path, factory):
+    """The ValueError above says "pass a factory (e.g. a class)": a class must work like any factory."""
+    a = fs.FileSource(videos / "carphone_pristine.mp4")
+    b = fs.FolderSource(_image_folder(tmp_path))
+    results = list(fs.Pipeline([a, b], MiddleBox(), tracker=factory))
+    assert len(results) == CARPHONE_FRAMES + FOLDER_FRAMES
+    for source_id in (a.source_id, b.source_id):
+        assert {t.id for r in results if r.frame.source_id == source_id for t in r.tracks} == {1}
+
+
+def test_a_tracker_class_works_for_a_single_source_too(videos):
+    results = list(fs.Pipeline(fs.FileSource(videos / "carphone_pristine.mp4"), MiddleBox(), tracker=fs.IoUTracker))
+    assert len(results) == CARPHONE_FRAMES and {t.id for r in results for t in r.tracks} == {1}
+
+
+def test_a_prompt_for_one_source_applies_only_to_it(videos, tmp_path):
+    folder = _image_folder(tmp_path)
+    carphone = fs.FileSource(videos / "carphone_pristine.mp4", source_id="carphone")
+    stills = fs.FolderSource(folder, source_id="stills")
+    prompt = fs.Prompt(boxes=[_box(176, 144)], frame=2, source_id="carphone")
+    results = list(fs.Pipeline([carphone, stills], MiddleBox(), prompt=prompt))
+    by_source = {k: [r for r in results if r.frame.source_id == k] for k in ("carphone", "stills")}
+    assert len(by_source["carphone"]) == CARPHONE_FRAMES and len(by_source["stills"]) == FOLDER_FRAMES
+    assert all(r.target is None for r in by_source["carphone"][:2])
+    assert all(r.target is not None and r.target_found for r in by_source["carphone"][2:])
+    assert all(r.target is None and not r.target_found for r in by_source["stills"])
+
+
+def test_a_prompt_for_an_unknown_source_is_an_error(videos):
+    carphone = fs.FileSource(videos / "carphone_pristine.mp4", source_id="carphone")
+    try:
+        with pytest.raises(fs.PromptError, match="nowhere"):
+            fs.Pipeline([carphone], MiddleBox(), prompt=fs.Prompt(boxes=[[1, 1, 9, 9]], source_id="nowhere"))
+    finally:
+        carphone.close()
+
+
+class ResizingSource:
+    """Three 100×80 frames, a RECONNECTED event at the new size, then three 200×160 frames."""
+
+    source_id, fps, frame_count, is_live = "cam", Fraction(25), None, False
+
+    def frames(self):
+        for index in range(6):
+            width, height = (100, 80) if index < 3 else (200, 160)
+            if index == 3:
+                yield SourceEvent(self.source_id, EventKind.RECONNECTED, 3, time.time(), attempt=1, width=200, height=160)
+            yield Frame(np.zeros((height, width, 3), np.uint8), self.source_id, index, index / 25, time.monotonic())
+
+    def close(self) -> None:
+        pass
+
+
+class MissesFrame3(MiddleBox):
+    """Finds nothing on the first frame at the new size, so the tracker shows its own (rescaled) box."""
+
+    def segment(self, frames):
+        out = super().segment(frames)
+        return [Instances.empty(i.image_shape) if f.index == 3 else i for f, i in zip(frames, out)]
+
+
+def test_a_resolution_change_rescales_the_tracks_and_is_reported(tmp_path):
+    recorder = Recorder()
+    events = EventLogSink(tmp_path / "events.jsonl")
+    tracker = fs.IoUTracker(max_age=5)
+    results = list(fs.Pipeline(ResizingSource(), MissesFrame3(), tracker=tracker, sinks=[recorder, events]))
+    assert [r.frame.index for r in results] == list(range(6))
+    kinds = [e.kind for e in recorder.events]
+    assert kinds == [EventKind.RECONNECTED, EventKind.RESIZED]
+    resized = recorder.events[1]
+    assert (resized.width, resized.height, resized.next_frame) == (200, 160, 3)
+    assert "100x80" in resized.message
+    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in logged] == ["reconnected", "resized"]
+    # Frame 3 found nothing: the track is lost, and its box is the old one moved to the new size.
+    (lost,) = results[3].tracks
+    assert lost.id == 1 and lost.state is TrackState.LOST
+    assert lost.box == pytest.approx(tuple(_box(200, 160)))
+    # Frames 4 and 5 find the object at the new size: it keeps its id.
+    for result in results[4:]:
+        (track,) = result.tracks
+        assert track.id == 1 and track.state is TrackState.TRACKED
+    assert {t.id for r in results for t in r.tracks} == {1}
+
+
+def test_without_rescaling_the_same_change_would_start_a_new_track():
+    """The control for the test above: the old box does not overlap the new one enough to match."""
+    tracker = fs.IoUTracker()
+    small = Instances(np.array([_box(100, 80)]), np.array([0.9]), (80, 100))
+    large = Instances(np.array([_box(200, 160)]), np.array([0.9]), (160, 200))
+    assert tracker.update(small)[0].id == 1
+    assert 2 in {t.id for t in tracker.update(large)}
+
+
+def test_the_cli_writes_each_sources_tracks_in_its_own_folder(cli, weights, videos, davis, tmp_path):
+    camel = tmp_path / "camel"
+    camel.mkdir()
+    for jpg in sorted((davis / "JPEGImages/480p/camel").glob("*.jpg"))[:5]:
+        shutil.copy(jpg, camel / jpg.name)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*cli, "run", str(videos / "carphone_pristine.mp4"), str(camel), "--weights", str(weights), "--device", "cpu",
+         "--imgsz", "320", "--no-video", "--quiet", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = {"carphone_pristine": CARPHONE_FRAMES, "camel": 5}
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    for source_id, count in expected.items():
+        lines = [json.loads(line) for line in (out / source_id / "tracks.jsonl").read_text().splitlines()]
+        assert [r["frame"] for r in lines] == list(range(count)), source_id
+        assert {r["source"] for r in lines} == {source_id}
+        assert all(r["dropped_before"] == 0 for r in lines)
+        assert not (out / source_id / "annotated.mp4").exists()
+        assert not (out / source_id / "events.jsonl").exists()  # files are not live: no events log
+    assert "2 sources" in done.stdout
