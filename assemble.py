@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import Config
 from .core import FrameResult, Prompt
-from .errors import ConfigError, OutputError
+from .errors import ConfigError, OutputError, PromptError
 from .pipeline import BatchSettings, Pipeline, SegmenterSettings, UltralyticsSegmenter
 from .sinks import EventLogSink, JsonlSink, Sink, VideoSink
 from .sources import ReconnectPolicy, Source, StreamSettings, default_id, open_source
@@ -41,7 +41,7 @@ def segmenter_settings(config: Config) -> SegmenterSettings:
 
 def stream_settings(config: Config) -> StreamSettings:
     s = config.source
-    return StreamSettings(s.open_timeout_s, s.read_timeout_s, s.transport, ReconnectPolicy(**s.reconnect.model_dump()))
+    return StreamSettings(s.open_timeout_s, s.read_timeout_s, s.transport, s.live, ReconnectPolicy(**s.reconnect.model_dump()))
 
 
 def source_specs(config: Config) -> list[tuple[str, str]]:
@@ -70,8 +70,10 @@ def open_sources(config: Config) -> list[Source]:
     """Open every source now (closing those already open if one fails)."""
     opened: list[Source] = []
     s = config.source
+    specs = source_specs(config)
+    check_prompt_source(config, [source_id for _, source_id in specs])  # before anything connects
     try:
-        for spec, source_id in source_specs(config):
+        for spec, source_id in specs:
             opened.append(open_source(spec, source_id=source_id, folder_fps=s.fps, stream=stream_settings(config),
                                       camera_size=s.camera_size, camera_fps=s.camera_fps))
     except BaseException:
@@ -79,6 +81,12 @@ def open_sources(config: Config) -> list[Source]:
             source.close()
         raise
     return opened
+
+
+def check_prompt_source(config: Config, source_ids: list[str]) -> None:
+    wanted = config.prompt.source
+    if wanted is not None and wanted not in source_ids:
+        raise PromptError(f"the prompt is for source {wanted!r}, but the sources are {', '.join(source_ids)}")
 
 
 def prepare_output_dir(path: Path) -> Path:

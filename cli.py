@@ -127,8 +127,13 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: pipeline.stop())
     show = not config.output.quiet and sys.stderr.isatty()
     with tqdm(total=pipeline.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
-        for _ in pipeline:
-            bar.update(1)
+        try:
+            for _ in pipeline:
+                bar.update(1)
+        except FastSAMStreamError:
+            if len(pipeline.sources) > 1:  # the others ran to their end: say how far each got
+                print(pipeline.summary.line(), file=sys.stderr)
+            raise
         bar.total = bar.n  # containers can announce a wrong count; end the bar on the real one
         bar.refresh()
     summary = pipeline.summary

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -36,6 +36,7 @@ class ReconnectConfig(_Section):
     max_delay_s: float = Field(30.0, ge=0)
     multiplier: float = Field(2.0, ge=1.0)
     jitter: Fraction01 = 0.25
+    stable_after_s: float = Field(5.0, ge=0)
 
 
 class SourceConfig(_Section):
@@ -43,6 +44,7 @@ class SourceConfig(_Section):
     drop_policy: Literal["auto", "block", "drop_oldest"] = "auto"
     buffer_size: int = Field(4, ge=1, le=1000)
     transport: Literal["tcp", "udp"] = "tcp"
+    live: bool | None = None
     open_timeout_s: float = Field(10.0, gt=0)
     read_timeout_s: float = Field(5.0, gt=0)
     camera_size: str | None = Field(None, pattern=r"^[1-9][0-9]*x[1-9][0-9]*$")
@@ -97,6 +99,12 @@ class PromptConfig(_Section):
                 raise ValueError(f"label {point[2]} of point {point[0]:g},{point[1]:g} must be 1 (fg) or 0 (bg)")
         return v
 
+    @model_validator(mode="after")
+    def _source_needs_a_prompt(self) -> "PromptConfig":
+        if self.source is not None and self.box is None and not self.points and not self.text:
+            raise ValueError(f"prompt.source {self.source!r} is set but there is no box or point to apply to it")
+        return self
+
     @field_validator("text")
     @classmethod
     def _no_text_yet(cls, v: str | None) -> str | None:
@@ -146,6 +154,8 @@ def _one_line(error: ValidationError) -> str:
             return "unknown config key 'source.path': sources are listed under 'sources' (a list of paths, URLs or {id, path})"
         return f"unknown config key {key!r}"
     message = first["msg"].removeprefix("Value error, ")
+    if first["loc"][0] == "sources":  # a source's value may be a URL with a password: never echo it
+        return f"config key {key!r}: {message}"
     return f"config key {key!r}: {message} (got {first.get('input')!r})"
 
 

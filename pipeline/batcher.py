@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import Counter
 import threading
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from ..core import Frame, Instances, SourceEvent
+from ..errors import FastSAMStreamError
 from ..sources.base import DropPolicy, Source
 from .intake import FrameIntake, SourceEnded
 from .segmenter import Segmenter
@@ -69,6 +71,8 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 class SegmentingStages:
     """Runs one reader thread per source and one segmenter thread. Iterate it for Segmented
     results, SourceEvents and SourceEnded markers; each source's items come in its own order.
+    A source that fails with a FastSAMStreamError (a broken file, an unreadable image) ends with
+    that error in its SourceEnded and the others go on; any other exception ends the run.
 
     Iteration also ends when `interrupt` is set (a caller asked the run to stop); `stop()` then
     ends the threads.
@@ -90,6 +94,7 @@ class SegmentingStages:
         policies = {s.source_id: DropPolicy.for_source(s, drop_policy) for s in self.sources}
         self.intake = FrameIntake(policies, settings.buffer_size, self._stop)
         self._results: queue.Queue = queue.Queue(maxsize=settings.queue_size)
+        self._unseen: Counter[str] = Counter()  # segmented, but still queued when the run stopped
         self._readers = [
             threading.Thread(target=self._read, args=(s,), name=f"read-{s.source_id}", daemon=True)
             for s in self.sources
@@ -114,6 +119,20 @@ class SegmentingStages:
                     log.debug("%s: reader still in a read; it will close its stream when the read returns", source.source_id)
         if self._segmenter_thread.is_alive() and self._segmenter_thread is not threading.current_thread():
             self._segmenter_thread.join()
+        # Frames the caller will never see count as dropped: a frame dropped is a frame counted.
+        self.intake.discard_waiting()
+        while True:
+            try:
+                item = self._results.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Segmented):
+                self._unseen[item.frame.source_id] += 1
+
+    def dropped(self, source_id: str) -> int:
+        """Frames of this source that never reached the caller: dropped by the policy, or still
+        waiting when the run stopped."""
+        return self.intake.dropped(source_id) + self._unseen[source_id]
 
     def __iter__(self) -> Iterator[Item]:
         while not self._interrupt.is_set():
@@ -130,8 +149,9 @@ class SegmentingStages:
             yield item
 
     def _read(self, source: Source) -> None:
-        frames = source.frames()
+        frames: Iterator = iter(())
         try:
+            frames = source.frames()  # inside the try: a frames() that raises at once must still end its lane
             for item in frames:
                 if not self.intake.put(source.source_id, item):
                     return
@@ -157,12 +177,14 @@ class SegmentingStages:
                     items: list[object] = list(t.events)
                     if t.frame is not None:
                         items.append(Segmented(t.frame, next(results), t.dropped_before))
+                    fatal = t.ended is not None and t.ended.error is not None and not isinstance(
+                        t.ended.error, FastSAMStreamError)  # a bug, not a bad source: the run ends
                     if t.ended is not None:
-                        items.append(_Failed(t.ended.error) if t.ended.error is not None else t.ended)
+                        items.append(_Failed(t.ended.error) if fatal else t.ended)
                     for item in items:
                         if not _put(self._results, item, self._stop):
                             return
-                    if t.ended is not None and t.ended.error is not None:
+                    if fatal:
                         return
                 if self.intake.finished:
                     _put(self._results, _AllEnded(), self._stop)

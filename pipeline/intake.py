@@ -76,6 +76,14 @@ class FrameIntake:
         with self._changed:
             self._changed.notify_all()
 
+    def discard_waiting(self) -> None:
+        """Drop every frame still waiting (the run is stopping); they count as dropped."""
+        with self._changed:
+            for buffer in self._buffers.values():
+                buffer.dropped += buffer.frames
+                buffer.items = deque(item for item in buffer.items if not isinstance(item, Frame))
+                buffer.frames = 0
+
     def put(self, source_id: str, item: Frame | SourceEvent | SourceEnded) -> bool:
         """Add an item; a frame may wait (BLOCK) or push the oldest frame out (DROP_OLDEST).
         False when the run is stopping and the item was not added."""

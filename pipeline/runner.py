@@ -39,6 +39,7 @@ class _Lane:
         self.prompt = prompt
         self.prompted = False
         self.size: tuple[int, int] | None = None  # (width, height) of the frames so far
+        self.error: BaseException | None = None  # what ended this source, if it failed
         self.summary = SourceSummary(source.source_id, is_live=source.is_live)
 
     def result(self, item: Segmented) -> FrameResult:
@@ -83,12 +84,18 @@ class _Lane:
             if on_event is not None:
                 on_event(event)
 
-    def check_ended(self, interrupted: bool) -> None:
-        # A live source that gave up before its prompt frame is reported as having given up.
-        if self.prompt is not None and not self.prompted and not interrupted and not self.source.is_live:
-            raise PromptError(
+    def end(self, ended: SourceEnded, interrupted: bool) -> None:
+        """The source has no more frames. A failure, or a prompt never reached, ends this lane with
+        an error (raised when the run is over); a live source that gave up is already reported."""
+        error = ended.error
+        if error is None and self.prompt is not None and not self.prompted and not interrupted and not self.source.is_live:
+            error = PromptError(
                 f"{self.source.source_id} ended after {self.summary.frames} frames, before prompt frame {self.prompt.frame}"
             )
+        if error is not None:
+            self.error = error
+            self.summary.error = str(error)
+            log.error("%s: %s", self.source.source_id, error)
 
 
 class Pipeline:
@@ -219,13 +226,16 @@ class Pipeline:
                 elif isinstance(item, SourceEvent):
                     self._lanes[item.source_id].event(item)
                 elif isinstance(item, SourceEnded):
-                    self._lanes[item.source_id].check_ended(self._stop_requested.is_set())
+                    self._lanes[item.source_id].end(item, self._stop_requested.is_set())
             self.summary.interrupted = self._stop_requested.is_set()
         except BaseException as exc:
             self.summary.interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit))
             self._shut_down(stages, report_errors=False)
             raise
         self._shut_down(stages, report_errors=True)
+        failed = [lane.error for lane in self._lanes.values() if lane.error is not None]
+        if failed:  # after every other source has finished and every sink is final
+            raise failed[0]
 
     def run(self, on_result: Callable[[FrameResult], object] | None = None) -> RunSummary:
         """Drive the pipeline to the end of every source; returns the summary."""
@@ -245,7 +255,7 @@ class Pipeline:
         with _interrupts_deferred():
             stages.stop()
             for source_id, lane in self._lanes.items():  # drops after the last result count too
-                lane.summary.dropped = max(lane.summary.dropped, stages.intake.dropped(source_id))
+                lane.summary.dropped = max(lane.summary.dropped, stages.dropped(source_id))
             for close in [sink.close for sink in self.sinks] + [source.close for source in self.sources]:
                 try:
                     close()

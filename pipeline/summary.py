@@ -12,16 +12,19 @@ class SourceSummary:
     is_live: bool = False
     frames: int = 0
     frames_with_target: int = 0
-    dropped: int = 0  # frames the drop policy discarded (live sources)
+    dropped: int = 0  # frames never processed: discarded by the drop policy, or still waiting at a stop
     reconnects: int = 0
     gave_up: str | None = None  # why, when a live source ran out of reconnect attempts
+    error: str | None = None  # why, when the source failed (the run goes on with the others)
 
     def describe(self) -> str:
-        text = f"{self.frames} frames, target found in {self.frames_with_target}/{self.frames}"
+        text = f"{self.frames} frames, target found in {self.frames_with_target}/{self.frames} frames"
         if self.is_live:
             text += f", {self.dropped} dropped, {self.reconnects} reconnect{'s' if self.reconnects != 1 else ''}"
         if self.gave_up is not None:
             text += f", gave up reconnecting ({self.gave_up})" if self.gave_up else ", gave up reconnecting"
+        if self.error is not None:
+            text += f", failed: {self.error}"
         return text
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from ..errors import SourceError
 from .base import DropPolicy, Source, safe_id
 from .file import FileSource
 from .folder import FolderSource
 from .live import STREAM_SCHEMES, CameraSource, LiveSource, ReconnectPolicy, SourceState, StreamSettings, StreamSource
-from .redact import redact_url
+from .redact import MASK, redact_url
 
 _CAMERA_DEVICE = re.compile(r"^(/dev/video(\d+)|(\d+))$")
 
@@ -30,8 +29,9 @@ def is_stream_url(spec: str) -> bool:
 def default_id(spec: str) -> str:
     """The id a source gets when none is given: file stem, folder name, host and path, or device name."""
     if is_stream_url(spec):
-        parts = urlsplit(spec)
-        return safe_id("-".join(str(p) for p in (parts.hostname, parts.port, parts.path) if p), "stream")
+        # From the redacted URL, without its scheme and user: no credential can end up in a folder name.
+        address = redact_url(spec).split("://", 1)[1].rpartition("@")[2]
+        return safe_id(address.replace(MASK, ""), "stream")
     if spec.startswith("lavfi:"):
         return safe_id("lavfi-" + re.split(r"[=,:]", spec[len("lavfi:"):], maxsplit=1)[0], "lavfi")
     camera = _CAMERA_DEVICE.match(spec)
@@ -70,7 +70,7 @@ def open_source(
         return FileSource(path, source_id=source_id)
     if "://" in text:
         raise SourceError(f"unsupported stream URL {redact_url(text)} (schemes: {', '.join(STREAM_SCHEMES)})")
-    raise SourceError(f"no such file or folder: {text}")
+    raise SourceError(f"no such file or folder: {redact_url(text)}")  # a mistyped URL may still hold a password
 
 
 __all__ = [

@@ -24,17 +24,20 @@ import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import av
 
 from ..core import EventKind, Frame, SourceEvent
-from ..errors import ConfigError, SourceConnectionError
+from ..errors import ConfigError, SourceConnectionError, SourceError
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 _DEFAULT_FPS = Fraction(30)
+_ENDED = "the stream ended"
+_CLOCK_JUMP_S = 1.0  # a stream clock going back by more than this starts a new stretch of our timeline
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp", "rtp")
 
 
@@ -55,9 +58,16 @@ class ReconnectPolicy:
     multiplier: float = 2.0
     jitter: float = 0.25  # fraction of the delay, drawn uniformly in ±jitter: cameras restarted together do not retry together
     max_attempts: int | None = None  # None: retry forever
+    # A connection that drops sooner than this counts as a failed attempt: a flapping camera backs
+    # off and can give up, instead of being hammered at the first delay forever.
+    stable_after_s: float = 5.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.initial_delay_s * self.multiplier ** max(attempt - 1, 0), self.max_delay_s)
+        try:
+            grown = self.initial_delay_s * self.multiplier ** max(attempt - 1, 0)
+        except OverflowError:  # attempt 1025 at ×2: hours into an outage, and still retrying
+            grown = self.max_delay_s
+        base = min(grown, self.max_delay_s)
         return max(base * (1.0 + rng.uniform(-self.jitter, self.jitter)), 0.0)
 
     def gives_up_after(self, attempt: int) -> bool:
@@ -69,6 +79,9 @@ class StreamSettings:
     open_timeout_s: float = 10.0
     read_timeout_s: float = 5.0  # no packet for this long counts as a lost stream
     transport: str = "tcp"  # RTSP only: tcp or udp
+    # None: decide by the stream. An http(s) URL whose container knows its duration (a file, a
+    # finished HLS playlist) is a recording: read once, never dropped, its end is the end.
+    live: bool | None = None
     reconnect: ReconnectPolicy = ReconnectPolicy()
 
 
@@ -91,8 +104,14 @@ class LiveSource:
         self._last_arrival: float | None = None
         self._started_at = time.monotonic()
         self.state = SourceState.CONNECTING
-        self._container = self._connect()  # fails fast: a wrong URL or a missing camera is an error now
+        self._container = _in_background(self._connect)  # fails fast: a wrong URL or a missing camera is an error now
         self.fps = self._rate(self._container)
+        if not self._is_live(self._container):
+            self.is_live = False  # a recording: the pipeline reads it like a file
+            self.frame_count = self._container.streams.video[0].frames or None
+
+    def _is_live(self, container: av.container.InputContainer) -> bool:
+        return True
 
     # --- what subclasses provide -------------------------------------------------------------
     def _open(self) -> av.container.InputContainer:
@@ -104,30 +123,44 @@ class LiveSource:
             container, self._container = self._container, None
         if container is None:
             return  # frames() already ran, or the source was closed
+        self._current = container
+        try:
+            yield from self._stream_with_reconnects(container)
+        finally:
+            self._current.close()  # whatever path ended it: the end, a stop, an error, the reader leaving early
+
+    def _stream_with_reconnects(self, container: av.container.InputContainer) -> Iterator[Frame | SourceEvent]:
+        policy = self.settings.reconnect
         self.state = SourceState.STREAMING
         yield self._event(EventKind.CONNECTED, container)
-        decoded = self._decoded(container)
+        decoded, failed = self._decoded(container), 0
         while True:
+            connected_at = time.monotonic()
             reason = yield from self._decode(container, decoded)
-            if self._closed.is_set():
+            if self._closed.is_set() or not self.is_live:
                 self.state = SourceState.STOPPED
+                if reason != _ENDED and not self._closed.is_set():  # a recording that fails is a broken file
+                    raise SourceError(f"reading {self.name} failed at frame {self._next_index}: {reason}")
                 return
             lost_at = time.monotonic()
+            if lost_at - connected_at >= policy.stable_after_s:
+                failed = 0  # a connection that held counts as a success; one that flapped does not
             self.state = SourceState.RECONNECTING
             yield self._event(EventKind.LOST, message=reason)
-            connection, attempts, last_error = self._reconnect()
+            connection, failed, last_error = self._reconnect(failed)
             if connection is None:
-                if self._closed.is_set():
-                    self.state = SourceState.STOPPED
-                    return
-                self.state = SourceState.GAVE_UP
-                yield self._event(EventKind.GAVE_UP, attempt=attempts, message=last_error)
+                self.state = SourceState.STOPPED if self._closed.is_set() else SourceState.GAVE_UP
+                if self.state is SourceState.GAVE_UP:
+                    yield self._event(EventKind.GAVE_UP, attempt=failed, message=last_error)
                 return
             container, decoded = connection
+            self._current = container
+            if self._closed.is_set():  # closed while the connection was being made
+                self.state = SourceState.STOPPED
+                return
             self.state = SourceState.STREAMING
             self.fps = self._rate(container)
-            yield self._event(EventKind.RECONNECTED, container, attempt=attempts,
-                              outage_s=time.monotonic() - lost_at)
+            yield self._event(EventKind.RECONNECTED, container, attempt=failed, outage_s=time.monotonic() - lost_at)
 
     def close(self) -> None:
         """Stop: safe from any thread. A reader waiting between attempts stops at once; one in a
@@ -145,23 +178,27 @@ class LiveSource:
     def _decode(self, container: av.container.InputContainer, decoded_frames: Iterator[av.VideoFrame]) -> Iterator[Frame]:
         """Frames until the stream ends or fails; returns why it stopped (redacted)."""
         base = container.streams.video[0].time_base
-        start: float | None = None  # this connection's first frame: its pts on our timeline, its arrival
-        arrived_at = 0.0
-        first_stream_pts: float | None = None
-        reason = "the stream ended"
+        # (stream pts, our pts, arrival) where this connection's clock meets our timeline; the
+        # stream pts is None until a frame carries one (the first decoded frame often does not).
+        origin: tuple[float | None, float, float] | None = None
+        previous: float | None = None  # the last stream pts seen
+        reason = _ENDED
         try:
             for decoded in decoded_frames:
                 now = time.monotonic()
-                if start is None:
-                    start, arrived_at = self._continue_timeline(now), now
-                elapsed = now - arrived_at
-                if decoded.pts is not None and base:
-                    stream_pts = float(decoded.pts * base)
-                    if first_stream_pts is None:
-                        first_stream_pts = stream_pts - elapsed
-                    pts = start + stream_pts - first_stream_pts
+                stream_pts = float(decoded.pts * base) if decoded.pts is not None and base else None
+                went_back = None not in (stream_pts, previous) and stream_pts < previous - _CLOCK_JUMP_S
+                previous = stream_pts if stream_pts is not None else previous
+                if origin is None or went_back:
+                    # A new connection, or a stream clock that went back (a discontinuity, a wrap):
+                    # continue our timeline from the last frame instead of following it back.
+                    origin = (stream_pts, self._continue_timeline(now), now)
+                elif origin[0] is None and stream_pts is not None:
+                    origin = (stream_pts - (now - origin[2]), origin[1], origin[2])
+                if stream_pts is not None and origin[0] is not None:
+                    pts = origin[1] + stream_pts - origin[0]
                 else:
-                    pts = start + elapsed
+                    pts = origin[1] + now - origin[2]
                 if self._next_index:
                     pts = max(pts, self._last_pts + 1e-6)
                 self._last_pts, self._last_arrival = pts, now
@@ -185,24 +222,29 @@ class LiveSource:
         return self._last_pts + (now - self._last_arrival)
 
     def _connect(self) -> av.container.InputContainer:
+        began = time.monotonic()
         try:
             container = self._open()
         except (av.FFmpegError, OSError, EOFError) as exc:
-            raise SourceConnectionError(f"cannot open {self.name}: {self._redact(_reason(exc))}") from None
+            why = self._redact(_reason(exc))
+            if time.monotonic() - began >= self.settings.open_timeout_s:  # FFmpeg words a timeout many ways
+                why = f"no answer within {self.settings.open_timeout_s:g} s ({why})"
+            raise SourceConnectionError(f"cannot open {self.name}: {why}") from None
         if not container.streams.video:
             container.close()
             raise SourceConnectionError(f"{self.name} has no video stream")
         container.streams.video[0].thread_type = "AUTO"
         return container
 
-    def _reconnect(self) -> tuple[tuple[av.container.InputContainer, Iterator[av.VideoFrame]] | None, int, str]:
-        """Retry with backoff until a connection delivers a frame, the source is closed, or the
-        attempts are spent: ((container, its frames from the first on), attempts, last error).
+    def _reconnect(self, attempt: int) -> tuple[tuple[av.container.InputContainer, Iterator[av.VideoFrame]] | None, int, str]:
+        """Retry with backoff, counting on from `attempt` failed attempts, until a connection
+        delivers a frame, the source is closed, or the attempts are spent:
+        ((container, its frames from the first on), attempts, last error).
 
         A connection only counts once a frame arrives: a server that accepts and then fails at
         once is a failed attempt, so backoff and the attempt limit still apply to it."""
-        policy, attempt = self.settings.reconnect, 0
-        last_error = "reconnecting is off (max_attempts 0)" if policy.gives_up_after(0) else ""
+        policy = self.settings.reconnect
+        last_error = "reconnecting is off (max_attempts 0)" if policy.gives_up_after(0) else "the stream kept dropping"
         while not policy.gives_up_after(attempt):
             delay = policy.delay(attempt + 1, self._rng)
             if self._closed.wait(delay):
@@ -218,7 +260,7 @@ class LiveSource:
                     first = next(decoded)
                 except (StopIteration, av.FFmpegError, OSError, EOFError) as exc:
                     container.close()
-                    why = "the stream ended" if isinstance(exc, StopIteration) else self._explain(exc)
+                    why = _ENDED if isinstance(exc, StopIteration) else self._explain(exc)
                     last_error = f"{self.name} opened but sent no frame: {why}"
                 else:
                     return (container, itertools.chain([first], decoded)), attempt, ""
@@ -253,6 +295,12 @@ class StreamSource(LiveSource):
         if settings.transport not in ("tcp", "udp"):
             raise ConfigError(f"RTSP transport must be tcp or udp, got {settings.transport!r}")
         super().__init__(url, source_id, settings, seed)
+
+    def _is_live(self, container: av.container.InputContainer) -> bool:
+        if self.settings.live is not None:
+            return self.settings.live
+        scheme = self.url.split(":", 1)[0].lower()
+        return not (scheme in ("http", "https") and container.duration is not None)
 
     def _options(self) -> dict[str, str]:
         scheme = self.url.split(":", 1)[0].lower()
@@ -295,6 +343,27 @@ class CameraSource(LiveSource):
         s = self.settings
         return av.open(self.device, mode="r", format=self.format, options=dict(self.options),
                        timeout=(s.open_timeout_s, s.read_timeout_s))
+
+
+def _in_background(open_it: Callable[[], T]) -> T:
+    """Run a blocking open in a daemon thread while this thread waits in short slices, so Ctrl-C
+    is taken at once: inside av.open the interrupt is held off until the open times out."""
+    done = threading.Event()
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(open_it())
+        except BaseException as exc:  # noqa: BLE001 - handed back to the waiting thread
+            outcome.append(exc)
+        done.set()
+
+    threading.Thread(target=run, name="open-source", daemon=True).start()
+    while not done.wait(0.1):
+        pass
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _reason(exc: BaseException) -> str:

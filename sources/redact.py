@@ -1,43 +1,48 @@
-"""Keep credentials out of logs, errors and outputs: `rtsp://user:pass@host/x` → `rtsp://user:***@host/x`."""
+"""Keep credentials out of logs, errors and outputs: `rtsp://user:pass@host/x` → `rtsp://user:***@host/x`.
+
+Deliberately not `urllib.parse`: FFmpeg accepts URLs that Python's parser rejects or reads
+differently (a `[` or `#` in a password), and a redactor that gives up on those would print
+them whole. So the rules are textual and err towards masking too much:
+- everything between the first `user:` and the last `@` is the password;
+- the value of any secret-looking `key=value` pair, in the query or the path (cameras such as
+  Dahua's take `/user=admin&password=...` in the path), is masked.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+import re
+from urllib.parse import unquote
 
-_SECRET_PARAMS = {"password", "passwd", "pass", "pwd", "token", "access_token", "auth", "key", "apikey", "api_key",
-                  "secret", "signature", "sig"}
 MASK = "***"
+_SECRET_KEYS = r"password|passwd|pass|pwd|token|access_token|auth|key|apikey|api_key|secret|signature|sig"
+_SCHEME = re.compile(r"^[A-Za-z][\w+.-]*:/+")
+_USERINFO = re.compile(r"^(?P<user>[^:/@\s]*):(?P<password>.*)@(?P<tail>[^@]*)$", re.S)
+_SECRET_PAIR = re.compile(rf"(?i)(?P<key>(?<![\w])(?:{_SECRET_KEYS}))=(?P<value>[^&/;?#\s]*)")
+
+
+def _userinfo(url: str) -> tuple[str, re.Match | None]:
+    """(scheme and slashes, the user:password@ match of the rest, if it has a password)."""
+    scheme = _SCHEME.match(url)
+    head = scheme.group(0) if scheme else ""
+    match = _USERINFO.match(url[len(head):])
+    return head, match if match and match.group("password") else None
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password and secret-looking query values replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        name = user.split(":", 1)[0]
-        netloc = f"{name}:{MASK}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(k.lower() in _SECRET_PARAMS for k, _ in pairs):
-            query = urlencode([(k, MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    """The URL (or anything that looks like one) with its password and secret values replaced by ***."""
+    head, match = _userinfo(url)
+    if match:
+        url = f"{head}{match.group('user')}:{MASK}@{match.group('tail')}"
+    return _SECRET_PAIR.sub(lambda m: f"{m.group('key')}={MASK}" if m.group("value") else m.group(0), url)
 
 
 def secrets_of(url: str) -> list[str]:
     """The secret strings in a URL (raw and percent-decoded), longest first, for scrubbing free text."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return []
     found = []
-    if parts.password:
-        found += [parts.netloc.rpartition("@")[0].split(":", 1)[-1], parts.password]
-    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() in _SECRET_PARAMS and v]
+    _, match = _userinfo(url)
+    if match:
+        found.append(match.group("password"))
+    found += [m.group("value") for m in _SECRET_PAIR.finditer(url) if m.group("value")]
     found += [unquote(s) for s in found]
     return sorted({s for s in found if s}, key=len, reverse=True)
 

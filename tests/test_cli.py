@@ -4,6 +4,7 @@ bad input gives one line on stderr and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -42,7 +43,11 @@ def test_run_writes_one_jsonl_line_per_frame_in_order(carphone_run):
     assert len(found) >= 110
     mask = decode_rle(found[0]["mask"])
     assert mask.shape == (144, 176) and mask.sum() > 0.2 * 144 * 176  # the driver fills much of the frame
-    assert "done: 120 frames" in done.stdout
+    assert re.fullmatch(
+        rf"done: 120 frames in [\d.]+ s \([\d.]+ frames/s\), target found in {len(found)}/120 frames -> "
+        rf"{re.escape(str(out / 'tracks.jsonl'))}, {re.escape(str(out / 'annotated.mp4'))}\n",
+        done.stdout,
+    ), done.stdout
 
 
 def test_annotated_video_is_playable_with_the_source_rate_and_frame_count(carphone_run):

@@ -43,6 +43,7 @@ def test_overrides_win_over_the_file(tmp_path):
         ("sources:\n  - {path: a.mp4, id: ../up}\n", "'sources.0.id'"),
         ("sources:\n  - {id: cam}\n", "'sources.0.path': Field required"),
         ("source:\n  drop_policy: newest\n", "'source.drop_policy'"),
+        ("prompt:\n  source: cam\n", "no box or point to apply to it"),
         ("source:\n  reconnect:\n    multiplier: 0.5\n", "'source.reconnect.multiplier'"),
     ],
 )

@@ -64,8 +64,8 @@ def serving(directory: Path):
         server.stop()
 
 
-def _settings(max_attempts: int | None) -> StreamSettings:
-    return StreamSettings(open_timeout_s=5, read_timeout_s=5,
+def _settings(max_attempts: int | None, live: bool | None = None) -> StreamSettings:
+    return StreamSettings(open_timeout_s=5, read_timeout_s=5, live=live,
                           reconnect=ReconnectPolicy(initial_delay_s=0.05, jitter=0, max_attempts=max_attempts))
 
 
@@ -132,11 +132,26 @@ def _collapse(kinds: list[str]) -> list[str]:
     return out
 
 
-def test_progressive_http_download_replays_on_reconnect_and_gives_up_when_the_server_goes(web_root, clip):
+def test_an_http_file_is_read_once_like_a_file(web_root, clip):
+    """A URL whose container knows its duration is a recording: every frame, no drop policy, and
+    its end is the end (no lost stream, no replay)."""
+    with serving(web_root) as server:
+        source = open_source(server.url(CLIP), stream=_settings(max_attempts=None))
+        assert isinstance(source, StreamSource) and not source.is_live and source.frame_count == CLIP_FRAMES
+        items = list(source.frames())
+    assert _collapse(_kinds(items)) == ["connected", f"frames×{CLIP_FRAMES}"]
+    assert source.state is SourceState.STOPPED
+    expected = _decode_bgr(clip)
+    assert all(np.array_equal(f.image, expected[f.index]) for f in items[1:])
+
+
+def test_a_live_http_stream_replays_on_reconnect_and_gives_up_when_the_server_goes(web_root, clip):
+    """The same URL forced live (`source.live: true`, e.g. a camera that serves a file in a loop):
+    its end is a lost stream, the reconnect plays it again, and a server gone makes it give up."""
     max_attempts = 3
     with serving(web_root) as server:
         url = server.url(CLIP)
-        source = open_source(url, stream=_settings(max_attempts))
+        source = open_source(url, stream=_settings(max_attempts, live=True))
         assert isinstance(source, StreamSource) and source.is_live and source.frame_count is None
         assert source.source_id == f"127.0.0.1-{server.port}-{CLIP}"
         assert float(source.fps) == pytest.approx(CLIP_FPS)
@@ -188,8 +203,11 @@ def test_hls_playlist_over_http_delivers_every_frame_before_the_stream_ends(hls_
     assert "#EXT-X-ENDLIST" in playlist and all(s in playlist for s in segments)
 
     with serving(hls_root) as server:
+        recording = open_source(server.url("live.m3u8"), stream=_settings(max_attempts=None))
+        assert not recording.is_live  # a finished (ENDLIST) playlist is read like a file unless forced live
+        recording.close()
         started = time.monotonic()
-        source = open_source(server.url("live.m3u8"), stream=_settings(max_attempts=0))
+        source = open_source(server.url("live.m3u8"), stream=_settings(max_attempts=0, live=True))
         opened_in = time.monotonic() - started
         assert isinstance(source, StreamSource)
         assert opened_in < 5, f"opening the HLS playlist took {opened_in:.2f} s"
@@ -265,7 +283,8 @@ def test_an_http_stream_that_stalls_is_lost_after_the_read_timeout(web_root, cli
     read_timeout = 0.5
     server = HttpServer(handler=Stalling)
     try:
-        settings = StreamSettings(open_timeout_s=5, read_timeout_s=read_timeout, reconnect=ReconnectPolicy(max_attempts=0))
+        settings = StreamSettings(open_timeout_s=5, read_timeout_s=read_timeout, live=True,
+                                  reconnect=ReconnectPolicy(max_attempts=0))
         source = open_source(server.url(CLIP), stream=settings)
         started, items, lost_after = time.monotonic(), [], None
         for item in source.frames():
@@ -293,7 +312,7 @@ def test_a_server_that_accepts_but_never_sends_a_frame_counts_as_failed_attempts
     connection opens and then fails its first read. Those are failed attempts: backoff and
     max_attempts apply, and the source gives up instead of 'reconnecting' in a tight loop."""
     with serving(clip.parent) as server:
-        source = open_source(server.url(CLIP), stream=_settings(max_attempts=3))
+        source = open_source(server.url(CLIP), stream=_settings(max_attempts=3, live=True))
         items = list(source.frames())
     kinds = _kinds(items)
     assert kinds == ["connected", "lost", "gave_up"], kinds
@@ -320,7 +339,7 @@ class _Recorder:
 def test_pipeline_over_an_http_stream_segments_the_driver_and_gives_up_at_the_end(web_root, segmenter):
     recorder = _Recorder()
     with serving(web_root) as server:
-        source = open_source(server.url(CLIP), source_id="web", stream=_settings(max_attempts=0))
+        source = open_source(server.url(CLIP), source_id="web", stream=_settings(max_attempts=0, live=True))
         pipeline = Pipeline(source, segmenter, prompt=Prompt(boxes=CARPHONE_PERSON), sinks=[recorder])
         deadline = time.monotonic() + 60
         for _ in pipeline:
@@ -339,3 +358,14 @@ def test_pipeline_over_an_http_stream_segments_the_driver_and_gives_up_at_the_en
     found = sum(r.target_found for r in recorder.results)
     assert found == summary.frames_with_target and found >= 0.8 * len(recorder.results)
     assert len({t.id for r in recorder.results for t in r.tracks if t.is_target}) == 1
+
+
+def test_pipeline_over_an_http_file_segments_every_frame(web_root, segmenter):
+    """What `fastsam-stream run http://host/clip.mp4` does: the whole clip, once, nothing dropped."""
+    recorder = _Recorder()
+    with serving(web_root) as server:
+        source = open_source(server.url(CLIP), source_id="web", stream=_settings(max_attempts=None))
+        summary = Pipeline(source, segmenter, prompt=Prompt(boxes=CARPHONE_PERSON), sinks=[recorder]).run()
+    assert [r.frame.index for r in recorder.results] == list(range(CLIP_FRAMES))
+    assert summary.dropped == 0 and not summary.gave_up
+    assert summary.frames_with_target >= 0.9 * CLIP_FRAMES

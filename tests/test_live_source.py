@@ -55,8 +55,10 @@ class ScriptedSource(LiveSource):
         return av.open(f"testsrc=size={width}x{height}:rate=25:duration=0.2", format="lavfi")
 
 
-def _fast(max_attempts: int | None) -> ReconnectPolicy:
-    return ReconnectPolicy(initial_delay_s=0.0, jitter=0.0, max_attempts=max_attempts)
+def _fast(max_attempts: int | None, stable_after_s: float = 0.0) -> ReconnectPolicy:
+    """No delays; by default every connection that delivered frames counts as a success (these
+    lavfi connections last 0.2 s, shorter than any real `stable_after_s`)."""
+    return ReconnectPolicy(initial_delay_s=0.0, jitter=0.0, max_attempts=max_attempts, stable_after_s=stable_after_s)
 
 
 def _kinds(items) -> list[str]:
@@ -214,3 +216,34 @@ def test_open_source_lavfi_is_a_live_camera_that_connects_first():
     assert (connected.width, connected.height) == (64, 48)
     assert _kinds(first[1:]) == [*["frame"] * FRAMES_PER_CONNECTION, "lost"]
     assert first[1].image.shape == (48, 64, 3) and first[1].source_id == "lavfi-testsrc"
+
+
+def test_a_flapping_stream_backs_off_and_gives_up():
+    """Every connection delivers frames and then drops at once (0.2 s, under `stable_after_s`):
+    each counts as a failed attempt, so the delays grow and max_attempts ends it, where a reset
+    on every success would retry at the first delay forever."""
+    policy = ReconnectPolicy(initial_delay_s=0.0, jitter=0.0, max_attempts=3, stable_after_s=60.0)
+    source = ScriptedSource([(64, 48)] * 10, policy)
+    items = list(source.frames())
+    kinds = [k for k in _kinds(items) if k != "frame"]
+    assert kinds == ["connected", "lost", "reconnected", "lost", "reconnected", "lost", "reconnected", "lost", "gave_up"]
+    assert [e.attempt for e in items if isinstance(e, SourceEvent) and e.kind is not EventKind.LOST] == [0, 1, 2, 3, 3]
+    assert source.attempts == 4 and source.state is SourceState.GAVE_UP
+    assert items[-1].message == "the stream kept dropping"
+
+
+def test_delay_survives_thousands_of_attempts():
+    """2.0 ** 1024 overflows a float: an outage of hours must keep retrying at the cap, not crash."""
+    policy = ReconnectPolicy(initial_delay_s=0.5, max_delay_s=30.0, multiplier=2.0, jitter=0.0)
+    assert policy.delay(10_000, random.Random(0)) == 30.0
+
+
+def test_a_stream_clock_that_jumps_back_continues_the_timeline():
+    """A discontinuity (HLS, an MPEG-TS wrap): the stream's pts fall back 1.6 s at frame 25.
+    Our pts keep their 40 ms spacing instead of freezing until the stream clock catches up."""
+    graph = "testsrc=size=32x24:rate=25:duration=2,setpts='if(lt(N,25),N,N-40)/25/TB'"
+    source = open_source(f"lavfi:{graph}", stream=StreamSettings(reconnect=_fast(max_attempts=0)))
+    pts = [item.pts for item in source.frames() if isinstance(item, Frame)]
+    steps = [b - a for a, b in zip(pts, pts[1:])]
+    assert len(pts) == 50 and min(steps) > 0
+    assert sorted(steps)[5] > 0.02  # at most a few frames bunched at the jump, not 40 of them

@@ -309,3 +309,33 @@ def test_the_cli_writes_each_sources_tracks_in_its_own_folder(cli, weights, vide
         assert not (out / source_id / "annotated.mp4").exists()
         assert not (out / source_id / "events.jsonl").exists()  # files are not live: no events log
     assert "2 sources" in done.stdout
+
+
+def test_a_failing_source_ends_its_own_lane_and_the_error_comes_after_the_others_finish(videos, tmp_path):
+    """An unreadable image in one folder: that source stops there, the clip beside it runs to its
+    end and every sink is finalised, then the run raises the folder's error."""
+    folder = _image_folder(tmp_path)
+    (folder / "img3.png").write_bytes(b"not a png")
+    clip = fs.FileSource(videos / "carphone_pristine.mp4")
+    per_source: dict[str, list] = {clip.source_id: [], folder.name: []}
+    closed: list[str] = []
+
+    class Recorder:
+        def __init__(self, source_id: str) -> None:
+            self.source_id = source_id
+
+        def write(self, result) -> None:
+            per_source[self.source_id].append(result.frame.index)
+
+        def close(self) -> None:
+            closed.append(self.source_id)
+
+    pipeline = fs.Pipeline([clip, fs.FolderSource(folder)], MiddleBox(), sinks_for=lambda s: [Recorder(s.source_id)])
+    with pytest.raises(fs.SourceError, match="cannot read image .*img3.png"):
+        pipeline.run()
+    assert per_source[clip.source_id] == list(range(120))  # the other source finished
+    assert per_source[folder.name] == [0, 1, 2]
+    assert sorted(closed) == sorted(per_source)
+    summary = pipeline.summary.sources[folder.name]
+    assert summary.frames == 3 and "cannot read image" in summary.error
+    assert pipeline.summary.sources[clip.source_id].error is None

@@ -203,3 +203,15 @@ def test_a_stream_that_cannot_be_reached_is_one_line_and_exit_1(cli, tmp_path):
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("fastsam-stream: error: cannot open rtsp://user:***@")
     assert "hunter2" not in done.stderr
+
+
+def test_rtsp_over_udp(carphone_server):
+    source = StreamSource(carphone_server.url, "cam", StreamSettings(transport="udp", open_timeout_s=10, read_timeout_s=5))
+    items = source.frames()
+    try:
+        connected = next(items)
+        frames = [next(items) for _ in range(10)]
+    finally:
+        items.close()
+    assert connected.kind is EventKind.CONNECTED and (connected.width, connected.height) == CARPHONE_SIZE
+    assert [f.index for f in frames] == list(range(10)) and frames[0].image.shape == (144, 176, 3)
