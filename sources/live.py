@@ -99,6 +99,7 @@ class LiveSource:
         self._rng = random.Random(seed)
         self._closed = threading.Event()
         self._handover = threading.Lock()  # the first container goes to frames() or close(), never both
+        self._current: av.container.InputContainer | None = None  # the reader's connection, closed when frames() ends
         self._next_index = 0
         self._last_pts = -1.0
         self._last_arrival: float | None = None
@@ -110,12 +111,13 @@ class LiveSource:
             self.is_live = False  # a recording: the pipeline reads it like a file
             self.frame_count = self._container.streams.video[0].frames or None
 
-    def _is_live(self, container: av.container.InputContainer) -> bool:
-        return True
-
     # --- what subclasses provide -------------------------------------------------------------
     def _open(self) -> av.container.InputContainer:
         raise NotImplementedError
+
+    def _is_live(self, container: av.container.InputContainer) -> bool:
+        """False for a recording (read once like a file); cameras are always live."""
+        return True
 
     # --- the state machine -------------------------------------------------------------------
     def frames(self) -> Iterator[Frame | SourceEvent]:
