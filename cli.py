@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
         "or lavfi:GRAPH; several run together, each with its own outputs",
     )
     run.add_argument("--config", help="YAML config file, or a bundled one: default, monitoring, tracking, road")
-    run.add_argument("--weights", help="FastSAM / YOLOv8-seg checkpoint path (default: FastSAM-s.pt, fetched online)")
+    run.add_argument("--weights", help="FastSAM / YOLOv8-seg checkpoint (*.pt) or ONNX export (*.onnx, run in ONNX Runtime); "
+                     "default: FastSAM-s.pt, fetched online")
     run.add_argument("--device", help="cpu or cuda:N (default: cuda:0 when available)")
     run.add_argument("--imgsz", type=int, help="network input size, a multiple of 32 (default 640)")
     run.add_argument("--conf", type=float, help="confidence threshold (default 0.4)")
@@ -66,7 +67,36 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--debug", action="store_true", help="log more, and show tracebacks on errors")
+    export = commands.add_parser("export", help="export weights to ONNX for the ONNX Runtime engine (dynamic batch and size)")
+    export.add_argument("--weights", required=True, help="the *.pt checkpoint to export")
+    export.add_argument("--out", help="the .onnx file to write (default: beside the weights)")
+    export.add_argument("--debug", action="store_true", help="show ultralytics' output and tracebacks on errors")
     return top
+
+
+def export(args: argparse.Namespace) -> int:
+    """ultralytics' ONNX export with what the engine wants: dynamic batch and size, simplified graph."""
+    import shutil
+    from pathlib import Path
+
+    from .pipeline.segmenter import quiet_ultralytics
+
+    quiet_ultralytics(verbose=args.debug)
+    weights = Path(args.weights)
+    if weights.suffix != ".pt" or not weights.is_file():
+        raise ConfigError(f"--weights {weights}: give an existing *.pt checkpoint")
+    out = Path(args.out) if args.out else weights.with_suffix(".onnx")
+    from ultralytics import YOLO
+
+    try:
+        written = Path(YOLO(str(weights)).export(format="onnx", dynamic=True, simplify=True, opset=17))
+    except Exception as exc:  # noqa: BLE001 - ultralytics raises many types (a missing onnx package among them)
+        raise FastSAMStreamError(f"ONNX export of {weights} failed: {str(exc).splitlines()[0]} "
+                                 "(pip install -e '.[onnx]' provides the exporter)") from None
+    if written.resolve() != out.resolve():
+        shutil.move(str(written), out)
+    print(f"exported {weights} -> {out} (use it with --weights {out})")
+    return 0
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -155,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return run(args)
+        return export(args) if args.command == "export" else run(args)
     except FastSAMStreamError as exc:
         if args.debug:
             raise

@@ -1,7 +1,8 @@
 """Threads and bounded buffers between the sources, the segmenter and the caller.
 
     reader thread per source ──▶ FrameIntake (a bounded buffer per source, drop policy)
-        ──▶ segmenter thread (batches across sources) ──▶ [results queue] ──▶ caller
+        ──▶ prepare thread (a batch across sources; letterbox, normalise) ──▶ [one batch]
+        ──▶ segment thread (the network, NMS) ──▶ [results queue] ──▶ caller
 
 Decoding (PyAV) and the forward pass (torch) release the GIL, so plain threads overlap them.
 Decoding never waits for the segmenter on a live source (its buffer drops the oldest frame),
@@ -99,10 +100,13 @@ class SegmentingStages:
             threading.Thread(target=self._read, args=(s,), name=f"read-{s.source_id}", daemon=True)
             for s in self.sources
         ]
+        # One prepared batch waits while the network runs the one before it: two stages overlapped.
+        self._prepared: queue.Queue = queue.Queue(maxsize=1)
+        self._prepare_thread = threading.Thread(target=self._prepare, name="prepare", daemon=True)
         self._segmenter_thread = threading.Thread(target=self._segment, name="segment", daemon=True)
 
     def start(self) -> None:
-        for thread in [*self._readers, self._segmenter_thread]:
+        for thread in [*self._readers, self._prepare_thread, self._segmenter_thread]:
             thread.start()
 
     def stop(self) -> None:
@@ -117,10 +121,18 @@ class SegmentingStages:
                 thread.join(_LIVE_JOIN_S if source.is_live else None)
                 if thread.is_alive():
                     log.debug("%s: reader still in a read; it will close its stream when the read returns", source.source_id)
-        if self._segmenter_thread.is_alive() and self._segmenter_thread is not threading.current_thread():
-            self._segmenter_thread.join()
+        for stage in (self._prepare_thread, self._segmenter_thread):
+            if stage.is_alive() and stage is not threading.current_thread():
+                stage.join()
         # Frames the caller will never see count as dropped: a frame dropped is a frame counted.
         self.intake.discard_waiting()
+        while True:
+            try:
+                batch = self._prepared.get_nowait()
+            except queue.Empty:
+                break
+            for frame in getattr(batch, "frames", ()):
+                self._unseen[frame.source_id] += 1
         while True:
             try:
                 item = self._results.get_nowait()
@@ -163,31 +175,72 @@ class SegmentingStages:
             if close is not None:
                 close()  # a generator left early closes its stream in this thread, not later in another
 
-    def _segment(self) -> None:
+    def _prepare(self) -> None:
+        """Stage 1: take a batch across sources and pre-process it (letterbox, normalise) while the
+        previous batch is in the network."""
         s = self.settings
+        prepare = getattr(self.segmenter, "prepare", None)
         try:
             while not self._stop.is_set():
                 taken = self.intake.take(s.max_batch, s.max_wait_ms / 1000)
                 frames = [t.frame for t in taken if t.frame is not None]
-                segmented = self.segmenter.segment(frames) if frames else []
-                if len(segmented) != len(frames):
-                    raise RuntimeError(f"the segmenter returned {len(segmented)} results for {len(frames)} frames")
-                results = iter(segmented)
-                for t in taken:
-                    items: list[object] = list(t.events)
-                    if t.frame is not None:
-                        items.append(Segmented(t.frame, next(results), t.dropped_before))
-                    fatal = t.ended is not None and t.ended.error is not None and not isinstance(
-                        t.ended.error, FastSAMStreamError)  # a bug, not a bad source: the run ends
-                    if t.ended is not None:
-                        items.append(_Failed(t.ended.error) if fatal else t.ended)
-                    for item in items:
-                        if not _put(self._results, item, self._stop):
-                            return
-                    if fatal:
-                        return
-                if self.intake.finished:
-                    _put(self._results, _AllEnded(), self._stop)
+                prepared = prepare(frames) if prepare is not None and frames else frames
+                finished = self.intake.finished
+                if not _put(self._prepared, _Batch(taken, frames, prepared, finished), self._stop) or finished:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
+            _put(self._prepared, _Failed(exc), self._stop)
+
+    def _segment(self) -> None:
+        """Stage 2: the network and post-processing, then each result to the caller in order."""
+        infer = getattr(self.segmenter, "infer", None)
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = self._prepared.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if isinstance(batch, _Failed):
+                    _put(self._results, batch, self._stop)
+                    return
+                segmented = self._run(batch, infer)
+                if not self._hand_on(batch.taken, segmented) or batch.finished:
+                    if batch.finished:
+                        _put(self._results, _AllEnded(), self._stop)
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
             _put(self._results, _Failed(exc), self._stop)
+
+    def _run(self, batch: "_Batch", infer) -> list[Instances]:
+        if not batch.frames:
+            return []
+        segmented = infer(batch.prepared) if infer is not None else self.segmenter.segment(batch.frames)
+        if len(segmented) != len(batch.frames):
+            raise RuntimeError(f"the segmenter returned {len(segmented)} results for {len(batch.frames)} frames")
+        return segmented
+
+    def _hand_on(self, taken: list, segmented: list[Instances]) -> bool:
+        """Each source's events, results and end, in order. False when the run must stop here."""
+        results = iter(segmented)
+        for t in taken:
+            items: list[object] = list(t.events)
+            if t.frame is not None:
+                items.append(Segmented(t.frame, next(results), t.dropped_before))
+            fatal = t.ended is not None and t.ended.error is not None and not isinstance(
+                t.ended.error, FastSAMStreamError)  # a bug, not a bad source: the run ends
+            if t.ended is not None:
+                items.append(_Failed(t.ended.error) if fatal else t.ended)
+            for item in items:
+                if not _put(self._results, item, self._stop):
+                    return False
+            if fatal:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class _Batch:
+    taken: list  # what the intake gave: events, frames, ends, per source
+    frames: list[Frame]
+    prepared: object  # the segmenter's pre-processed batch (or the frames, for a plain segmenter)
+    finished: bool  # every source has ended: this is the last batch

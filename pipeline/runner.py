@@ -6,10 +6,13 @@ camera that reconnects at another resolution, or a file that ends, leaves the ot
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import signal
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence
 
@@ -212,6 +215,11 @@ class Pipeline:
     def _results(self) -> Iterator[FrameResult]:
         self.summary.started_at = time.monotonic()
         stages = SegmentingStages(self.sources, self.segmenter, self.batch, self._stop_requested, self.drop_policy)
+        # A caller that leaves the loop without close() leaves the threads running; at interpreter
+        # exit they would die inside torch or FFmpeg (an abort). Close such a run first. The weak
+        # reference keeps the registration from holding the pipeline alive.
+        at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(at_exit)
         try:
             stages.start()
             for item in stages:
@@ -230,8 +238,10 @@ class Pipeline:
             self.summary.interrupted = self._stop_requested.is_set()
         except BaseException as exc:
             self.summary.interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit))
+            atexit.unregister(at_exit)
             self._shut_down(stages, report_errors=False)
             raise
+        atexit.unregister(at_exit)
         self._shut_down(stages, report_errors=True)
         failed = [lane.error for lane in self._lanes.values() if lane.error is not None]
         if failed:  # after every other source has finished and every sink is final
@@ -264,6 +274,12 @@ class Pipeline:
                     log.error("closing %s failed: %s", getattr(close, "__self__", close), exc)
         if errors and report_errors:
             raise errors[0]
+
+
+def _close_at_exit(pipeline_ref: "weakref.ref[Pipeline]") -> None:
+    pipeline = pipeline_ref()
+    if pipeline is not None:
+        pipeline.close()
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import torch
 
 from ..core import Frame, Instances
 from ..errors import ConfigError, ModelError
+from .engines import Engine, OnnxEngine, TorchEngine
 from .masks import Letterbox, ProtoMasks
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def load_segmentation_model(weights: str, device: torch.device) -> torch.nn.Modu
     quiet_ultralytics()
     path = Path(weights).expanduser()
     if path.suffix != ".pt":
-        raise ModelError(f"{weights}: only PyTorch checkpoints (*.pt) are supported as weights")
+        raise ModelError(f"{weights}: weights must be a PyTorch checkpoint (*.pt) or an ONNX export (*.onnx)")
     is_bare_name = len(Path(weights).parts) == 1
     if not path.is_file() and not is_bare_name:
         raise ModelError(f"weights file not found: {weights}")
@@ -109,65 +110,142 @@ def load_segmentation_model(weights: str, device: torch.device) -> torch.nn.Modu
     return net.to(device).eval()
 
 
-def letterbox(image: np.ndarray, imgsz: int, stride: int, minimal: bool) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping aspect ratio and pad to imgsz×imgsz, or only to a stride multiple when `minimal`."""
-    h, w = image.shape[:2]
+def letterbox_geometry(source_shape: tuple[int, int], imgsz: int, stride: int, minimal: bool) -> Letterbox:
+    """Where a frame goes in the network input: scaled to fit imgsz, padded to imgsz×imgsz, or
+    only to a stride multiple when `minimal`, centred."""
+    h, w = source_shape
     gain = min(imgsz / h, imgsz / w)
     ch, cw = max(round(h * gain), 1), max(round(w * gain), 1)
     ih, iw = (imgsz, imgsz)
     if minimal:
         ih, iw = ch + (-ch) % stride, cw + (-cw) % stride
-    top, left = (ih - ch) // 2, (iw - cw) // 2
-    resized = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR) if (ch, cw) != (h, w) else image
+    return Letterbox((h, w), (ih, iw), gain, (iw - cw) // 2, (ih - ch) // 2, (ch, cw))
+
+
+def letterbox(image: np.ndarray, imgsz: int, stride: int, minimal: bool) -> tuple[np.ndarray, Letterbox]:
+    """The letterboxed image (OpenCV, on the CPU) and its geometry."""
+    lb = letterbox_geometry(image.shape[:2], imgsz, stride, minimal)
+    (ch, cw), (ih, iw) = lb.content_shape, lb.input_shape
+    resized = cv2.resize(image, (cw, ch), interpolation=cv2.INTER_LINEAR) if (ch, cw) != image.shape[:2] else image
     padded = cv2.copyMakeBorder(
-        resized, top, ih - ch - top, left, iw - cw - left, cv2.BORDER_CONSTANT, value=(_PAD_VALUE,) * 3
+        resized, lb.top, ih - ch - lb.top, lb.left, iw - cw - lb.left, cv2.BORDER_CONSTANT, value=(_PAD_VALUE,) * 3
     )
-    return padded, Letterbox((h, w), (ih, iw), gain, left, top, (ch, cw))
+    return padded, lb
 
 
-def split_outputs(outputs: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """(predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) from a segmentation model's forward output."""
-    head = outputs[0] if isinstance(outputs, (list, tuple)) and isinstance(outputs[0], (list, tuple)) else outputs
-    if not isinstance(head, (list, tuple)) or len(head) < 2 or getattr(head[1], "ndim", 0) != 4:
-        raise ModelError("the model's output has no mask prototypes: is it a segmentation model?")
-    return head[0], head[1]
+def letterbox_on_device(images: torch.Tensor, lb: Letterbox) -> torch.Tensor:
+    """The same letterbox for a B×H×W×3 uint8 BGR batch already on the device (a GPU): B×3×h×w
+    float RGB in [0, 1]. Bilinear without antialiasing, like cv2.INTER_LINEAR."""
+    x = images.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
+    (ch, cw), (ih, iw) = lb.content_shape, lb.input_shape
+    if (ch, cw) != lb.source_shape:
+        x = torch.nn.functional.interpolate(x, size=(ch, cw), mode="bilinear", align_corners=False)
+    pad = (lb.left, iw - cw - lb.left, lb.top, ih - ch - lb.top)
+    return torch.nn.functional.pad(x, pad, value=_PAD_VALUE / 255.0)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One group of same-size frames, ready for the network."""
+
+    rows: list[int]  # positions of these frames in the batch handed to `prepare`
+    # B×3×h×w float32 in [0, 1] (letterboxed on the CPU), or, to be letterboxed on the device,
+    # the raw B×H×W×3 uint8 frames in pinned memory (on_device)
+    images: torch.Tensor
+    letterboxes: list[Letterbox]
+    on_device: bool = False
+
+
+def load_engine(settings: SegmenterSettings, device: torch.device) -> Engine:
+    """PyTorch for *.pt checkpoints, ONNX Runtime for *.onnx exports."""
+    if Path(settings.weights).suffix == ".onnx":
+        if not Path(settings.weights).expanduser().is_file():
+            raise ModelError(f"weights file not found: {settings.weights}")
+        if settings.half:
+            raise ConfigError("half precision applies to PyTorch weights; export the ONNX model in fp16 instead")
+        return OnnxEngine(Path(settings.weights).expanduser(), settings.threads or cpu_count(), device.type == "cuda")
+    return TorchEngine(load_segmentation_model(settings.weights, device), half=settings.half)
 
 
 class UltralyticsSegmenter:
-    """FastSAM / YOLOv8-seg on one device. `segment` takes a batch of frames of any sizes."""
+    """FastSAM / YOLOv8-seg on one device. `segment` takes a batch of frames of any sizes.
 
-    def __init__(self, settings: SegmenterSettings, model: torch.nn.Module | None = None) -> None:
+    Frames are grouped by size and each group is letterboxed to its own minimal stride-padded
+    rectangle, so a frame's result does not depend on what else shared its batch (a frame from
+    one camera segments the same whether it is batched with others or alone)."""
+
+    def __init__(self, settings: SegmenterSettings, engine: Engine | None = None) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
         if settings.half and self.device.type != "cuda":
             raise ConfigError("half precision needs a CUDA device")
         torch.set_num_threads(settings.threads or cpu_count())
         quiet_ultralytics()
-        self.model = model if model is not None else load_segmentation_model(settings.weights, self.device)
-        if settings.half:
-            self.model = self.model.half()
-        self.stride = int(max(getattr(self.model, "stride", torch.tensor([32])).max().item(), 32))
-        names = getattr(self.model, "names", {0: "object"})
-        self.class_names: dict[int, str] = dict(names) if isinstance(names, dict) else dict(enumerate(names))
+        self.engine = engine if engine is not None else load_engine(settings, self.device)
+        if isinstance(self.engine, OnnxEngine):
+            # ONNX Runtime has its own threads for the network; torch is left with NMS and
+            # normalising, which are too small to share out, so its pool would only contend.
+            torch.set_num_threads(1)
+        self.stride = self.engine.stride
+        self.class_names = self.engine.class_names
+        # On a GPU, letterboxing runs there (from pinned host memory); on the CPU, OpenCV does it.
+        self.preprocess_on_device = self.device.type == "cuda" and isinstance(self.engine, TorchEngine)
         from ultralytics.utils.nms import non_max_suppression
 
         self._nms = non_max_suppression
 
-    @torch.inference_mode()
     def segment(self, frames: Sequence[Frame]) -> list[Instances]:
-        if not frames:
-            return []
-        same_size = len({f.image.shape for f in frames}) == 1
-        boxed = [letterbox(f.image, self.settings.imgsz, self.stride, minimal=same_size) for f in frames]
-        batch = np.stack([img for img, _ in boxed])[..., ::-1].transpose(0, 3, 1, 2)  # BGR→RGB, NHWC→NCHW
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
-        x = (x.half() if self.settings.half else x.float()) / 255.0
-        predictions, protos = split_outputs(self.model(x))
+        return self.infer(self.prepare(frames))
+
+    def prepare(self, frames: Sequence[Frame]) -> list[_Prepared]:
+        """Pre-processing, run by the pipeline while the previous batch is in the network: frames
+        grouped by size (and by the batch a static export takes), letterboxed and normalised."""
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, frame in enumerate(frames):
+            by_size.setdefault(frame.image.shape, []).append(i)
+        fixed = self.engine.fixed_input
+        groups = []
+        for rows in by_size.values():
+            step = fixed[0] if fixed else len(rows)
+            groups += [rows[start:start + step] for start in range(0, len(rows), step)]
+        return [self._prepare_group(rows, [frames[i] for i in rows]) for rows in groups]
+
+    def _prepare_group(self, rows: list[int], frames: Sequence[Frame]) -> _Prepared:
+        fixed = self.engine.fixed_input
+        imgsz = max(fixed[1:]) if fixed else self.settings.imgsz
+        if self.preprocess_on_device and not fixed:
+            # The GPU letterboxes: the host only stacks the frames into pinned memory, from which
+            # the copy to the device runs asynchronously.
+            raw = torch.from_numpy(np.stack([f.image for f in frames]))
+            raw = raw.pin_memory() if self.device.type == "cuda" else raw
+            lb = letterbox_geometry(frames[0].image.shape[:2], imgsz, self.stride, minimal=True)
+            return _Prepared(rows, raw, [lb] * len(frames), on_device=True)
+        boxed = [letterbox(f.image, imgsz, self.stride, minimal=fixed is None) for f in frames]
+        images = [img for img, _ in boxed]
+        if fixed and len(images) < fixed[0]:  # a static export takes exactly its batch size
+            images += [np.zeros_like(images[0])] * (fixed[0] - len(images))
+        rgb = np.multiply(np.stack(images)[..., ::-1], 1 / 255.0, dtype=np.float32)  # BGR→RGB, to [0, 1]
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)  # an NCHW view of NHWC memory
+        if not self.engine.channels_last:
+            x = x.contiguous()
+        return _Prepared(rows, x, [lb for _, lb in boxed])
+
+    @torch.inference_mode()
+    def infer(self, prepared: list[_Prepared]) -> list[Instances]:
+        """The network and NMS for prepared groups; results back in the frames' original order."""
+        results: dict[int, Instances] = {}
         s = self.settings
-        detections = self._nms(
-            predictions, s.conf, s.iou, agnostic=s.agnostic_nms, max_det=s.max_det, nc=len(self.class_names)
-        )
-        return [self._instances(det, proto, lb) for det, proto, (_, lb) in zip(detections, protos, boxed)]
+        for group in prepared:
+            images = group.images.to(self.device, non_blocking=True)
+            if group.on_device:
+                images = letterbox_on_device(images, group.letterboxes[0])
+            predictions, protos = self.engine(images)
+            detections = self._nms(
+                predictions, s.conf, s.iou, agnostic=s.agnostic_nms, max_det=s.max_det, nc=len(self.class_names)
+            )
+            for row, det, proto, lb in zip(group.rows, detections, protos, group.letterboxes):
+                results[row] = self._instances(det, proto, lb)
+        return [results[i] for i in range(len(results))]
 
     def _instances(self, det: torch.Tensor, proto: torch.Tensor, lb: Letterbox) -> Instances:
         boxes = lb.boxes_to_source(det[:, :4].float())

@@ -133,3 +133,28 @@ def test_close_finalises_an_abandoned_iteration_and_a_pipeline_runs_once(videos)
     assert sink.closed == 1
     with pytest.raises(RuntimeError, match="runs once"):
         pipeline.run()
+
+
+def test_leaving_the_loop_without_close_still_exits_cleanly(weights, videos, tmp_path):
+    """A script that breaks out of the loop and ends: the run is closed at exit, so no thread dies
+    inside torch or FFmpeg (which aborts the interpreter) and the sinks are finalised."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import fastsam_stream as fs\n"
+        f"config = fs.load_config(overrides={{'sources': [{str(videos / 'vtest.avi')!r}],\n"
+        f"    'model': {{'weights': {str(weights)!r}, 'device': 'cpu', 'imgsz': 320}},\n"
+        f"    'output': {{'dir': {str(tmp_path / 'out')!r}}}}})\n"
+        "for n, result in enumerate(fs.build_pipeline(config), 1):\n"
+        "    if n == 5:\n"
+        "        break\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "terminate called" not in done.stderr
+    import av
+
+    with av.open(str(tmp_path / "out" / "annotated.mp4")) as video:  # finalised at exit
+        assert sum(1 for _ in video.decode(video=0)) >= 5

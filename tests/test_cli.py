@@ -88,7 +88,8 @@ def test_image_folder_source_and_a_point_prompt(cli, weights, davis, tmp_path):
         (["run", "{clip}", "--prompt-frame", "500", "--box", "1,1,20,20"], "past the end"),
         (["run", "{clip}", "--device", "tpu"], "device"),
         (["run", "{clip}", "--out", "{a_file}"], "cannot create output folder"),
-        (["run", "{clip}", "--weights", "{onnx}"], "only PyTorch checkpoints (*.pt)"),
+        (["run", "{clip}", "--weights", "{onnx}"], "in ONNX Runtime"),
+        (["run", "{clip}", "--weights", "{tflite}"], "a PyTorch checkpoint (*.pt) or an ONNX export (*.onnx)"),
         (["run", "{clip}", "--config", "{empty_dir}"], "is a folder"),
         (["run", "/dev/video97"], "no such camera: /dev/video97"),
         (["run", "97"], "no such camera: /dev/video97"),
@@ -107,6 +108,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(cli, weights, videos, tmp_path
     bad_config.write_text("model:\n  imgsize: 640\n")
     (tmp_path / "a_file").write_text("")
     (tmp_path / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "model.tflite").write_bytes(b"tflite")
     names = {
         "not_a_video": str(not_a_video),
         "empty_dir": str(tmp_path / "empty"),
@@ -114,6 +116,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(cli, weights, videos, tmp_path
         "bad_key_config": str(bad_config),
         "a_file": str(tmp_path / "a_file"),
         "onnx": str(tmp_path / "model.onnx"),
+        "tflite": str(tmp_path / "model.tflite"),
     }
     argv = [a.format(**names) for a in args]
     for flag, value in {"--weights": str(weights), "--device": "cpu"}.items():

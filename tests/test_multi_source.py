@@ -24,7 +24,7 @@ from fastsam_stream.sinks import EventLogSink
 
 CARPHONE_FRAMES = 120
 TREE_FRAMES = 68  # tree.avi announces more, but 68 decode
-FOLDER_FRAMES = 8
+FOLDER_FRAMES = 20
 GATE_S = 30.0  # bound on waiting for the readers in the mixing gate (they need well under a second)
 
 
@@ -86,7 +86,7 @@ def _image_folder(root: Path, count: int = FOLDER_FRAMES, size: tuple[int, int] 
     folder.mkdir()
     width, height = size
     for i in range(count):
-        image = np.full((height, width, 3), 20 * i, np.uint8)
+        image = np.full((height, width, 3), 12 * i % 256, np.uint8)
         assert cv2.imwrite(str(folder / f"img{i}.png"), image)
     return folder
 
@@ -111,9 +111,9 @@ class Recorder:
 def three_sources_run(videos, tmp_path_factory):
     folder = _image_folder(tmp_path_factory.mktemp("multi"))
     sources = [
-        Counted(fs.FileSource(videos / "carphone_pristine.mp4", source_id="carphone"), 5),
-        Counted(fs.FileSource(videos / "tree.avi", source_id="tree"), 5),
-        Counted(fs.FolderSource(folder, source_id="stills"), 5),
+        Counted(fs.FileSource(videos / "carphone_pristine.mp4", source_id="carphone"), 12),
+        Counted(fs.FileSource(videos / "tree.avi", source_id="tree"), 12),
+        Counted(fs.FolderSource(folder, source_id="stills"), 12),
     ]
     segmenter = MiddleBox(gate=[s.ready for s in sources])
     shared = Recorder()
@@ -123,9 +123,10 @@ def three_sources_run(videos, tmp_path_factory):
         segmenter,
         sinks=[shared],
         sinks_for=lambda s: [own[s.source_id]],
-        # 8 frames of room per source: each reader gets past its 5th frame before the first batch
-        # (at most 4 frames) is segmented, so every buffer still has a frame for the second batch.
-        batch=fs.BatchSettings(max_batch=4, max_wait_ms=20, buffer_size=8),
+        # 16 frames of room per source: each reader gets past its 12th frame while the first batch
+        # is held at the gate; the prepare stage can take at most two batches ahead (8 frames in
+        # all), so every buffer still has frames when the gate opens.
+        batch=fs.BatchSettings(max_batch=4, max_wait_ms=20, buffer_size=16),
     )
     returned = list(pipeline)
     return pipeline, segmenter, shared, own, returned
@@ -166,7 +167,9 @@ def test_batches_mix_frames_of_several_sources(three_sources_run):
     _, segmenter, _, _, _ = three_sources_run
     assert sum(len(b) for b in segmenter.batches) == sum(EXPECTED.values())
     assert all(1 <= len(b) <= 4 for b in segmenter.batches)
-    assert set(segmenter.batches[1]) == set(EXPECTED)  # the first batch after every buffer had frames
+    # Once every buffer had frames, batches took from all of them (the prepare stage may have
+    # taken a batch or two ahead while the gate held, so which batch is not fixed).
+    assert any(set(b) == set(EXPECTED) for b in segmenter.batches[1:])
     assert sum(len(set(b)) > 1 for b in segmenter.batches) >= 1
 
 
@@ -339,3 +342,40 @@ def test_a_failing_source_ends_its_own_lane_and_the_error_comes_after_the_others
     summary = pipeline.summary.sources[folder.name]
     assert summary.frames == 3 and "cannot read image" in summary.error
     assert pipeline.summary.sources[clip.source_id].error is None
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_four_real_sources_together_give_each_the_same_outputs_as_alone(weights, videos, davis, tmp_path):
+    """The real model, four file sources batched together (two DAVIS sequences of one size, so
+    their frames share forward passes): every source's tracks.jsonl matches its run alone, up to
+    float noise in the last digit: same frames, same ids, same states, boxes within 0.02 px."""
+    from fastsam_stream.pipeline.segmenter import SegmenterSettings, UltralyticsSegmenter
+
+    segmenter = UltralyticsSegmenter(SegmenterSettings(weights=str(weights), device="cpu", imgsz=320, conf=0.25))
+    specs = {"carphone": videos / "carphone_pristine.mp4", "tree": videos / "tree.avi"}
+    for sequence in ("camel", "dog"):
+        specs[sequence] = tmp_path / sequence
+        specs[sequence].mkdir()
+        for image in sorted((davis / "JPEGImages/480p" / sequence).glob("*.jpg"))[:12]:
+            shutil.copy(image, specs[sequence] / image.name)
+
+    def source(source_id: str):
+        return fs.open_source(specs[source_id], source_id=source_id)
+
+    together = tmp_path / "together"
+    fs.Pipeline([source(i) for i in specs], segmenter, tracker=fs.IoUTracker,
+                sinks_for=lambda s: [fs.JsonlSink(together / f"{s.source_id}.jsonl", masks="none")]).run()
+    for source_id in specs:
+        alone = tmp_path / f"alone-{source_id}.jsonl"
+        fs.Pipeline(source(source_id), segmenter, sinks=[fs.JsonlSink(alone, masks="none")]).run()
+        mine, reference = _records(together / f"{source_id}.jsonl"), _records(alone)
+        assert [r["frame"] for r in mine] == [r["frame"] for r in reference]
+        for a, b in zip(mine, reference):
+            assert [(t["id"], t["state"], t["target"]) for t in a["tracks"]] == \
+                   [(t["id"], t["state"], t["target"]) for t in b["tracks"]], (source_id, a["frame"])
+            for ta, tb in zip(a["tracks"], b["tracks"]):
+                np.testing.assert_allclose(ta["box"], tb["box"], atol=0.02)
+                assert abs(ta["score"] - tb["score"]) <= 2e-4

@@ -1,0 +1,118 @@
+"""Where the network runs: PyTorch (any ultralytics *.pt checkpoint) or ONNX Runtime (*.onnx
+exported by ultralytics), chosen by the weights file's suffix. Both take a float NCHW batch in
+[0, 1] and give back (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as torch tensors, so
+NMS and mask assembly are the same whichever engine ran.
+
+ONNX Runtime is there because it runs this network's CPU forward pass markedly faster than
+PyTorch does on small machines (see the README's benchmark); outputs match within float
+tolerance (tests/test_engines.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import threading
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+
+
+class Engine(Protocol):
+    stride: int
+    class_names: dict[int, str]
+    channels_last: bool  # wants NHWC memory behind the NCHW view (PyTorch convolutions run faster so)
+    # (batch, height, width) when the network only takes that shape (a static export), else None
+    fixed_input: tuple[int, int, int] | None
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def split_outputs(outputs: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) from a segmentation model's forward output."""
+    head = outputs[0] if isinstance(outputs, (list, tuple)) and isinstance(outputs[0], (list, tuple)) else outputs
+    if not isinstance(head, (list, tuple)) or len(head) < 2 or getattr(head[1], "ndim", 0) != 4:
+        raise ModelError("the model's output has no mask prototypes: is it a segmentation model?")
+    return head[0], head[1]
+
+
+class TorchEngine:
+    """A fused ultralytics nn.Module on one device, fp32 or fp16, in channels-last memory format.
+
+    Channels-last is what makes PyTorch's CPU convolutions (oneDNN) fast: on this project's 2-core
+    CPU the stand-in network's forward pass takes about 40 ms/frame so, against 55-70 ms in the
+    default layout that ultralytics uses (bench/pipeline_speed.py measures both)."""
+
+    fixed_input = None
+    channels_last = True
+
+    def __init__(self, model: torch.nn.Module, half: bool = False) -> None:
+        model = model.to(memory_format=torch.channels_last)
+        self.model = model.half() if half else model
+        self.half = half
+        self.stride = int(max(getattr(model, "stride", torch.tensor([32])).max().item(), 32))
+        names = getattr(model, "names", {0: "object"})
+        self.class_names = dict(names) if isinstance(names, dict) else dict(enumerate(names))
+        self.device = next(model.parameters()).device
+        # ultralytics' Detect head caches its anchors for the last input shape: two pipelines
+        # sharing one model from two threads would race on that cache.
+        self._lock = threading.Lock()
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.contiguous(memory_format=torch.channels_last)  # a no-op for prepared batches
+        with self._lock:
+            return split_outputs(self.model(images.half() if self.half else images))
+
+
+class OnnxEngine:
+    """An ultralytics ONNX export in ONNX Runtime (CPU; CUDA when asked for and available).
+
+    Static exports (fixed batch and size) are supported: the segmenter letterboxes to their size
+    and feeds them one batch of that size at a time."""
+
+    channels_last = False  # it takes plain NCHW arrays
+
+    def __init__(self, path: str | Path, threads: int, cuda: bool = False) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ModelError(f"{path} is an ONNX model: install onnxruntime (pip install -e '.[onnx]')") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: it warns about unused initializers in every export
+        providers = ["CPUExecutionProvider"]
+        if cuda:
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ModelError("--device cuda with an ONNX model needs onnxruntime-gpu")
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ModelError(f"cannot load {path} in ONNX Runtime: {str(exc).splitlines()[0]}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("task", "segment") != "segment" or len(self.session.get_outputs()) < 2:
+            raise ModelError(f"{path} is not a segmentation model (task {meta.get('task')!r})")
+        self.stride = int(meta.get("stride", 32))
+        self.class_names = _names(meta.get("names"))
+        shape = self.session.get_inputs()[0].shape  # e.g. [1, 3, 320, 320] or ['batch', 3, 'height', 'width']
+        self.fixed_input = (shape[0], shape[2], shape[3]) if all(isinstance(d, int) for d in shape) else None
+        self._input = self.session.get_inputs()[0].name
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        predictions, protos = self.session.run(None, {self._input: array})[:2]
+        return torch.from_numpy(predictions), torch.from_numpy(protos)
+
+
+def _names(text: str | None) -> dict[int, str]:
+    if not text:
+        return {0: "object"}
+    try:
+        names = ast.literal_eval(text)  # ultralytics writes the dict's repr
+    except (ValueError, SyntaxError):
+        return {0: "object"}
+    return {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {0: "object"}

@@ -1,0 +1,112 @@
+"""The ONNX Runtime engine against the PyTorch one, on real frames with the real (stand-in) model:
+an export made by `fastsam-stream export`, and the shared static int8 export (fixed 1×3×320×320).
+Also: a frame's result does not depend on what else shared its batch."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from fastsam_stream.core import Frame
+from fastsam_stream.pipeline.segmenter import SegmenterSettings, UltralyticsSegmenter
+
+STATIC_INT8 = "yolov8n-seg-int8.onnx"  # ../shared/models: the original fixed-shape int8 export
+
+
+@pytest.fixture(scope="module")
+def exported(cli, weights, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    checkpoint = shutil.copy(weights, folder / weights.name)  # the exporter writes beside its input
+    done = subprocess.run([*cli, "export", "--weights", str(checkpoint), "--out", str(folder / "model.onnx")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("exported ") and (folder / "model.onnx").is_file()
+    return folder / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def onnx_segmenter(exported):
+    return UltralyticsSegmenter(SegmenterSettings(weights=str(exported), device="cpu", conf=0.25))
+
+
+def _vtest_frames(videos, count: int) -> list[Frame]:
+    with av.open(str(videos / "vtest.avi")) as container:
+        images = [f.to_ndarray(format="bgr24") for _, f in zip(range(count), container.decode(video=0))]
+    return [Frame(image, "vtest", i, i / 10, 0.0) for i, image in enumerate(images)]
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def test_onnx_runtime_matches_pytorch_on_real_frames(onnx_segmenter, segmenter, videos, davis):
+    frames = _vtest_frames(videos, 3) + [Frame(cv2.imread(str(davis / "JPEGImages/480p/dog/00000.jpg")), "dog", 0, 0.0, 0.0)]
+    for frame, theirs, ours in zip(frames, segmenter.segment(frames), onnx_segmenter.segment(frames)):
+        assert len(ours) == len(theirs) >= 1
+        np.testing.assert_allclose(ours.boxes, theirs.boxes, atol=0.5)
+        np.testing.assert_allclose(ours.scores, theirs.scores, atol=0.01)
+        np.testing.assert_array_equal(ours.class_ids, theirs.class_ids)
+        assert min(_mask_iou(a, b) for a, b in zip(ours.masks(), theirs.masks())) > 0.98
+    assert onnx_segmenter.class_names[0] == "person" and onnx_segmenter.stride == 32
+
+
+def test_a_static_int8_export_runs_at_its_own_size(weights, videos):
+    """Fixed batch 1 and 320×320: frames are letterboxed to its size and fed one at a time."""
+    path = weights.parent / STATIC_INT8
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the tests read real data from ../shared (see ../shared/README.md)")
+    static = UltralyticsSegmenter(SegmenterSettings(weights=str(path), device="cpu", conf=0.25))
+    assert static.engine.fixed_input == (1, 320, 320)
+    with av.open(str(videos / "carphone_pristine.mp4")) as container:
+        images = [f.to_ndarray(format="bgr24") for _, f in zip(range(3), container.decode(video=0))]
+    results = static.segment([Frame(image, "carphone", i, 0.0, 0.0) for i, image in enumerate(images)])
+    assert len(results) == 3
+    for instances in results:  # the driver, in source pixels
+        person = instances[instances.class_ids == 0]
+        assert len(person) >= 1 and person.image_shape == (144, 176)
+        x1, y1, x2, y2 = person.boxes[np.argmax(person.scores)]
+        assert x1 < 60 and y1 < 50 and x2 > 140 and y2 > 120
+
+
+def test_a_frames_result_does_not_depend_on_its_batch(onnx_segmenter, videos, davis):
+    """Frames of different sizes in one batch are segmented in groups of one size, each at its own
+    minimal letterbox: the same result as alone."""
+    vtest = _vtest_frames(videos, 2)
+    dog = Frame(cv2.imread(str(davis / "JPEGImages/480p/dog/00000.jpg")), "dog", 0, 0.0, 0.0)
+    mixed = onnx_segmenter.segment([vtest[0], dog, vtest[1]])
+    alone = [onnx_segmenter.segment([f])[0] for f in (vtest[0], dog, vtest[1])]
+    for together, single in zip(mixed, alone):
+        assert len(together) == len(single)
+        np.testing.assert_allclose(together.boxes, single.boxes, atol=1e-3)
+        np.testing.assert_allclose(together.scores, single.scores, atol=1e-4)
+
+
+def test_letterboxing_on_the_device_matches_opencv(segmenter, videos):
+    """The GPU path's letterbox (torch ops, here run on the CPU) against the OpenCV one, and the
+    whole segmenter through that path: the same instances."""
+    import torch
+
+    from fastsam_stream.pipeline.segmenter import letterbox, letterbox_geometry, letterbox_on_device
+
+    frames = _vtest_frames(videos, 2)
+    expected, lb = letterbox(frames[0].image, 640, 32, minimal=True)
+    assert lb == letterbox_geometry(frames[0].image.shape[:2], 640, 32, minimal=True)
+    got = letterbox_on_device(torch.from_numpy(frames[0].image[None]), lb)[0]
+    reference = torch.from_numpy(np.ascontiguousarray(expected[..., ::-1])).permute(2, 0, 1).float() / 255
+    assert got.shape == reference.shape == (3, 480, 640)
+    assert (got - reference).abs().mean() < 1 / 255
+
+    on_host = segmenter.segment(frames)
+    segmenter.preprocess_on_device = True
+    try:
+        on_device = segmenter.segment(frames)
+    finally:
+        segmenter.preprocess_on_device = False
+    for a, b in zip(on_device, on_host):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=2.0)
