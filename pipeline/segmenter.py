@@ -182,10 +182,6 @@ class UltralyticsSegmenter:
         torch.set_num_threads(settings.threads or cpu_count())
         quiet_ultralytics()
         self.engine = engine if engine is not None else load_engine(settings, self.device)
-        if isinstance(self.engine, OnnxEngine):
-            # ONNX Runtime has its own threads for the network; torch is left with NMS and
-            # normalising, which are too small to share out, so its pool would only contend.
-            torch.set_num_threads(1)
         self.stride = self.engine.stride
         self.class_names = self.engine.class_names
         # On a GPU, letterboxing runs there (from pinned host memory); on the CPU, OpenCV does it.
