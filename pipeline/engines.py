@@ -3,8 +3,8 @@ exported by ultralytics), chosen by the weights file's suffix. Both take a float
 [0, 1] and give back (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as torch tensors, so
 NMS and mask assembly are the same whichever engine ran.
 
-ONNX Runtime is there because it runs this network's CPU forward pass markedly faster than
-PyTorch does on small machines (see the README's benchmark); outputs match within float
+ONNX Runtime is there because it runs this network's CPU forward pass faster than PyTorch
+does on small machines (see the README's benchmark); outputs match within float
 tolerance (tests/test_engines.py).
 """
 
@@ -43,8 +43,8 @@ class TorchEngine:
     """A fused ultralytics nn.Module on one device, fp32 or fp16, in channels-last memory format.
 
     Channels-last is what makes PyTorch's CPU convolutions (oneDNN) fast: on this project's 2-core
-    CPU the stand-in network's forward pass takes about 40 ms/frame so, against 55-70 ms in the
-    default layout that ultralytics uses (bench/pipeline_speed.py measures both)."""
+    CPU the stand-in network's forward pass takes about 40-47 ms/frame so, against 55-70 ms in
+    the default layout that ultralytics uses (bench/pipeline_speed.py measures both)."""
 
     fixed_input = None
     channels_last = True
