@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any, Sequence
 
-from .errors import ConfigError, FastSAMStreamError
+from .errors import ConfigError, FastSAMStreamError, OutputError
 
 EXIT_INTERRUPTED = 130
 EXIT_GAVE_UP = 3  # a live source ran out of reconnect attempts (its outputs are complete up to then)
@@ -75,8 +75,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def export(args: argparse.Namespace) -> int:
-    """ultralytics' ONNX export with what the engine wants: dynamic batch and size, simplified graph."""
+    """ultralytics' ONNX export with what the engine wants: dynamic batch and size, simplified graph.
+
+    It runs on a copy of the checkpoint in a temporary folder, because ultralytics always writes
+    beside its input: nothing next to the checkpoint is touched or overwritten."""
     import shutil
+    import tempfile
     from pathlib import Path
 
     from .pipeline.segmenter import quiet_ultralytics
@@ -86,15 +90,25 @@ def export(args: argparse.Namespace) -> int:
     if weights.suffix != ".pt" or not weights.is_file():
         raise ConfigError(f"--weights {weights}: give an existing *.pt checkpoint")
     out = Path(args.out) if args.out else weights.with_suffix(".onnx")
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out {out}: the export is an ONNX model, so name it *.onnx")
+    if out.exists():
+        raise OutputError(f"{out} exists already: remove it or choose another --out")
     from ultralytics import YOLO
 
-    try:
-        written = Path(YOLO(str(weights)).export(format="onnx", dynamic=True, simplify=True, opset=17))
-    except Exception as exc:  # noqa: BLE001 - ultralytics raises many types (a missing onnx package among them)
-        raise FastSAMStreamError(f"ONNX export of {weights} failed: {str(exc).splitlines()[0]} "
-                                 "(pip install -e '.[onnx]' provides the exporter)") from None
-    if written.resolve() != out.resolve():
-        shutil.move(str(written), out)
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(shutil.copy(weights, Path(folder) / weights.name))
+        try:
+            written = Path(YOLO(str(copy)).export(format="onnx", dynamic=True, simplify=True, opset=17))
+        except ImportError as exc:
+            raise FastSAMStreamError(f"ONNX export needs {exc.name or 'onnx'}: pip install -e '.[onnx]'") from None
+        except Exception as exc:  # noqa: BLE001 - ultralytics raises many types
+            raise FastSAMStreamError(f"ONNX export of {weights} failed: {str(exc).splitlines()[0]}") from None
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(written), out)
+        except OSError as exc:
+            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(f"exported {weights} -> {out} (use it with --weights {out})")
     return 0
 

@@ -34,7 +34,7 @@ def run(segmenter, camera: str, policy: DropPolicy, frames: int, batch: BatchSet
             pipeline.stop()
     s = pipeline.summary
     per_frame = s.seconds / s.frames
-    in_flight = batch.buffer_size + batch.max_batch + batch.queue_size + 1
+    in_flight = batch.buffer_size + 2 * batch.max_batch + batch.queue_size + 1  # buffer, 2 batches, results, in hand
     return (f"{policy.value:12s} {s.frames} processed, {s.dropped} dropped, {s.fps:.1f} frames/s; "
             f"bound {in_flight * per_frame + 0.25:.2f} s; lag max {max(lags):.2f} s, last {lags[-1]:.2f} s; "
             f"age max {max(ages):.2f} s")

@@ -95,13 +95,15 @@ class SegmentingStages:
         policies = {s.source_id: DropPolicy.for_source(s, drop_policy) for s in self.sources}
         self.intake = FrameIntake(policies, settings.buffer_size, self._stop)
         self._results: queue.Queue = queue.Queue(maxsize=settings.queue_size)
-        self._unseen: Counter[str] = Counter()  # segmented, but still queued when the run stopped
+        self._unseen: Counter[str] = Counter()  # taken from the intake, never handed to the caller
+        self._unseen_lock = threading.Lock()
         self._readers = [
             threading.Thread(target=self._read, args=(s,), name=f"read-{s.source_id}", daemon=True)
             for s in self.sources
         ]
         # One prepared batch waits while the network runs the one before it: two stages overlapped.
         self._prepared: queue.Queue = queue.Queue(maxsize=1)
+        self._ahead = threading.Semaphore(1)
         self._prepare_thread = threading.Thread(target=self._prepare, name="prepare", daemon=True)
         self._segmenter_thread = threading.Thread(target=self._segment, name="segment", daemon=True)
 
@@ -117,7 +119,7 @@ class SegmentingStages:
                 source.close()  # wakes a reader sleeping between reconnect attempts
         self.intake.wake()
         for source, thread in zip(self.sources, self._readers):
-            if thread.is_alive():
+            if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(_LIVE_JOIN_S if source.is_live else None)
                 if thread.is_alive():
                     log.debug("%s: reader still in a read; it will close its stream when the read returns", source.source_id)
@@ -131,15 +133,18 @@ class SegmentingStages:
                 batch = self._prepared.get_nowait()
             except queue.Empty:
                 break
-            for frame in getattr(batch, "frames", ()):
-                self._unseen[frame.source_id] += 1
+            self._count_unseen(list(getattr(batch, "frames", ())))
         while True:
             try:
                 item = self._results.get_nowait()
             except queue.Empty:
                 break
             if isinstance(item, Segmented):
-                self._unseen[item.frame.source_id] += 1
+                self._count_unseen([item.frame])
+
+    def _count_unseen(self, frames: list[Frame]) -> None:
+        with self._unseen_lock:
+            self._unseen.update(frame.source_id for frame in frames)
 
     def dropped(self, source_id: str) -> int:
         """Frames of this source that never reached the caller: dropped by the policy, or still
@@ -182,11 +187,18 @@ class SegmentingStages:
         prepare = getattr(self.segmenter, "prepare", None)
         try:
             while not self._stop.is_set():
+                # Only one batch ahead of the network: frames left in the intake can still be
+                # dropped for newer ones (live sources), frames taken cannot.
+                if not self._ahead.acquire(timeout=_POLL_S):
+                    continue
                 taken = self.intake.take(s.max_batch, s.max_wait_ms / 1000)
                 frames = [t.frame for t in taken if t.frame is not None]
                 prepared = prepare(frames) if prepare is not None and frames else frames
                 finished = self.intake.finished
-                if not _put(self._prepared, _Batch(taken, frames, prepared, finished), self._stop) or finished:
+                if not _put(self._prepared, _Batch(taken, frames, prepared, finished), self._stop):
+                    self._count_unseen(frames)
+                    return
+                if finished:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
             _put(self._prepared, _Failed(exc), self._stop)
@@ -200,6 +212,7 @@ class SegmentingStages:
                     batch = self._prepared.get(timeout=_POLL_S)
                 except queue.Empty:
                     continue
+                self._ahead.release()  # the prepare stage may take the next batch now
                 if isinstance(batch, _Failed):
                     _put(self._results, batch, self._stop)
                     return
@@ -222,7 +235,7 @@ class SegmentingStages:
     def _hand_on(self, taken: list, segmented: list[Instances]) -> bool:
         """Each source's events, results and end, in order. False when the run must stop here."""
         results = iter(segmented)
-        for t in taken:
+        for position, t in enumerate(taken):
             items: list[object] = list(t.events)
             if t.frame is not None:
                 items.append(Segmented(t.frame, next(results), t.dropped_before))
@@ -231,7 +244,8 @@ class SegmentingStages:
             if t.ended is not None:
                 items.append(_Failed(t.ended.error) if fatal else t.ended)
             for item in items:
-                if not _put(self._results, item, self._stop):
+                if not _put(self._results, item, self._stop):  # stopping: what was not handed on is counted
+                    self._count_unseen([later.frame for later in taken[position:] if later.frame is not None])
                     return False
             if fatal:
                 return False

@@ -75,7 +75,7 @@ class OnnxEngine:
 
     channels_last = False  # it takes plain NCHW arrays
 
-    def __init__(self, path: str | Path, threads: int, cuda: bool = False) -> None:
+    def __init__(self, path: str | Path, threads: int, cuda_device: int | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -84,22 +84,30 @@ class OnnxEngine:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: it warns about unused initializers in every export
-        providers = ["CPUExecutionProvider"]
-        if cuda:
+        providers: list = ["CPUExecutionProvider"]
+        if cuda_device is not None:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ModelError("--device cuda with an ONNX model needs onnxruntime-gpu")
-            providers.insert(0, "CUDAExecutionProvider")
+                raise ModelError("--device cuda with an ONNX model needs onnxruntime-gpu installed")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_device}))
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ModelError(f"cannot load {path} in ONNX Runtime: {str(exc).splitlines()[0]}") from None
+        if cuda_device is not None and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise ModelError(f"ONNX Runtime could not use CUDA for {path} (it fell back to the CPU)")
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("task", "segment") != "segment" or len(self.session.get_outputs()) < 2:
             raise ModelError(f"{path} is not a segmentation model (task {meta.get('task')!r})")
         self.stride = int(meta.get("stride", 32))
         self.class_names = _names(meta.get("names"))
         shape = self.session.get_inputs()[0].shape  # e.g. [1, 3, 320, 320] or ['batch', 3, 'height', 'width']
-        self.fixed_input = (shape[0], shape[2], shape[3]) if all(isinstance(d, int) for d in shape) else None
+        self.fixed_input = None
+        if any(isinstance(d, int) for d in (shape[0], shape[2], shape[3])):
+            # A static export (ultralytics makes them square). Partly fixed shapes, or a non-square
+            # size, would need a letterbox this engine does not do: say so rather than feed it wrongly.
+            if not all(isinstance(d, int) for d in shape) or shape[2] != shape[3]:
+                raise ModelError(f"{path} takes input {shape}: export it with dynamic=True, or static and square")
+            self.fixed_input = (shape[0], shape[2], shape[3])
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -88,17 +88,17 @@ class FrameIntake:
         """Add an item; a frame may wait (BLOCK) or push the oldest frame out (DROP_OLDEST).
         False when the run is stopping and the item was not added."""
         buffer = self._buffers[source_id]
+        is_frame = isinstance(item, Frame)
         with self._changed:
+            while not self._stop.is_set() and is_frame and buffer.frames >= self.capacity:
+                if buffer.policy is DropPolicy.DROP_OLDEST:
+                    self._drop_oldest_frame(buffer)
+                else:
+                    self._changed.wait(_POLL_S)
             if self._stop.is_set():
+                buffer.dropped += is_frame  # a frame decoded but refused is a frame dropped
                 return False
-            if isinstance(item, Frame):
-                while buffer.frames >= self.capacity:
-                    if self._stop.is_set():
-                        return False
-                    if buffer.policy is DropPolicy.DROP_OLDEST:
-                        self._drop_oldest_frame(buffer)
-                    else:
-                        self._changed.wait(_POLL_S)
+            if is_frame:
                 buffer.frames += 1
             buffer.items.append(item)
             self._changed.notify_all()

@@ -278,8 +278,12 @@ class Pipeline:
 
 def _close_at_exit(pipeline_ref: "weakref.ref[Pipeline]") -> None:
     pipeline = pipeline_ref()
-    if pipeline is not None:
+    if pipeline is None:
+        return
+    try:
         pipeline.close()
+    except ValueError:  # "generator already executing": its loop runs in another (daemon) thread
+        pipeline.stop()
 
 
 @contextmanager

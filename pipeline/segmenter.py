@@ -162,8 +162,9 @@ def load_engine(settings: SegmenterSettings, device: torch.device) -> Engine:
         if not Path(settings.weights).expanduser().is_file():
             raise ModelError(f"weights file not found: {settings.weights}")
         if settings.half:
-            raise ConfigError("half precision applies to PyTorch weights; export the ONNX model in fp16 instead")
-        return OnnxEngine(Path(settings.weights).expanduser(), settings.threads or cpu_count(), device.type == "cuda")
+            raise ConfigError("half precision applies to PyTorch weights (*.pt), not to ONNX models")
+        cuda_device = (device.index or 0) if device.type == "cuda" else None
+        return OnnxEngine(Path(settings.weights).expanduser(), settings.threads or cpu_count(), cuda_device)
     return TorchEngine(load_segmentation_model(settings.weights, device), half=settings.half)
 
 
@@ -231,8 +232,10 @@ class UltralyticsSegmenter:
         """The network and NMS for prepared groups; results back in the frames' original order."""
         results: dict[int, Instances] = {}
         s = self.settings
+        # ONNX Runtime takes host arrays (its CUDA provider copies them itself).
+        device = self.device if isinstance(self.engine, TorchEngine) else torch.device("cpu")
         for group in prepared:
-            images = group.images.to(self.device, non_blocking=True)
+            images = group.images.to(device, non_blocking=True)
             if group.on_device:
                 images = letterbox_on_device(images, group.letterboxes[0])
             predictions, protos = self.engine(images)

@@ -110,3 +110,11 @@ def test_letterboxing_on_the_device_matches_opencv(segmenter, videos):
     for a, b in zip(on_device, on_host):
         assert len(a) == len(b)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=2.0)
+
+
+def test_export_refuses_to_overwrite_and_needs_an_onnx_name(cli, weights, exported, tmp_path):
+    for out, message in ((exported, "exists already"), (tmp_path / "model.pt", "name it *.onnx")):
+        done = subprocess.run([*cli, "export", "--weights", str(weights), "--out", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and message in done.stderr and done.stderr.count("\n") == 1
+    assert not weights.with_suffix(".onnx").exists()  # nothing written beside the checkpoint

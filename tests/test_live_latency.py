@@ -19,8 +19,9 @@ from fastsam_stream.sources import CameraSource, open_source
 
 CAMERA = "lavfi:testsrc2=size=320x240:rate=60,realtime"
 BATCH = BatchSettings()  # the defaults a user gets
-# Frames that can be waiting anywhere between the camera and the caller, plus the one in hand.
-IN_FLIGHT = BATCH.buffer_size + BATCH.max_batch + BATCH.queue_size + 1
+# Frames that can be between the camera and the caller: its buffer, a batch in the network and
+# one prepared behind it, the results queue, plus the one in hand.
+IN_FLIGHT = BATCH.buffer_size + 2 * BATCH.max_batch + BATCH.queue_size + 1
 RESULTS = 60
 
 

@@ -379,3 +379,36 @@ def test_four_real_sources_together_give_each_the_same_outputs_as_alone(weights,
             for ta, tb in zip(a["tracks"], b["tracks"]):
                 np.testing.assert_allclose(ta["box"], tb["box"], atol=0.02)
                 assert abs(ta["score"] - tb["score"]) <= 2e-4
+
+
+class Slow(MiddleBox):
+    """A segmenter slower than decoding, so every stage holds frames when the run is stopped."""
+
+    def segment(self, frames: list[Frame]) -> list[Instances]:
+        time.sleep(0.02)
+        return super().segment(frames)
+
+
+@pytest.mark.parametrize("policy", ["block", "drop_oldest"])
+def test_every_decoded_frame_is_processed_or_counted_as_dropped_when_stopped(videos, policy):
+    sources = [Counted(fs.FileSource(videos / "carphone_pristine.mp4", source_id=i), after=0) for i in ("a", "b")]
+    yielded = {"a": 0, "b": 0}
+
+    def counting(source):
+        inner = source.frames
+
+        def frames():
+            for item in inner():
+                yielded[source.source_id] += isinstance(item, Frame)
+                yield item
+        source.frames = frames
+        return source
+
+    pipeline = fs.Pipeline([counting(s) for s in sources], Slow(), drop_policy=policy)
+    for n, _ in enumerate(pipeline, 1):
+        if n == 30:
+            pipeline.stop()
+    for source_id, made in yielded.items():
+        summary = pipeline.summary.sources[source_id]
+        assert summary.frames + summary.dropped == made, (source_id, summary)
+    assert pipeline.summary.frames == 30 and sum(yielded.values()) > 30
