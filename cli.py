@@ -101,7 +101,7 @@ def export(args: argparse.Namespace) -> int:
         try:
             written = Path(YOLO(str(copy)).export(format="onnx", dynamic=True, simplify=True, opset=17))
         except ImportError as exc:
-            raise FastSAMStreamError(f"ONNX export needs {exc.name or 'onnx'}: pip install -e '.[onnx]'") from None
+            raise FastSAMStreamError(f"ONNX export needs {exc.name or 'onnx'}: install fastsam-stream with its [onnx] extra") from None
         except Exception as exc:  # noqa: BLE001 - ultralytics raises many types
             raise FastSAMStreamError(f"ONNX export of {weights} failed: {str(exc).splitlines()[0]}") from None
         try:

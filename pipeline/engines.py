@@ -79,7 +79,7 @@ class OnnxEngine:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ModelError(f"{path} is an ONNX model: install onnxruntime (pip install -e '.[onnx]')") from None
+            raise ModelError(f"{path} is an ONNX model: it needs onnxruntime (fastsam-stream's [onnx] extra)") from None
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
