@@ -43,6 +43,13 @@ class Source(Protocol):
         ...
 
 
+def error_reason(exc: BaseException) -> str:
+    """The short reason in an error from PyAV/FFmpeg or the OS, for one-line messages."""
+    if isinstance(exc, EOFError):
+        return "end of stream"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -12,7 +12,7 @@ import av
 
 from ..core import Frame
 from ..errors import SourceError
-from .base import safe_id
+from .base import error_reason, safe_id
 
 _DEFAULT_FPS = Fraction(30)
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class FileSource:
         try:
             self._container = av.open(str(self.path), mode="r")
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise SourceError(f"cannot read {self.path} as a video: {_reason(exc)}") from None
+            raise SourceError(f"cannot read {self.path} as a video: {error_reason(exc)}") from None
         if not self._container.streams.video:
             self._container.close()
             raise SourceError(f"{self.path} has no video stream")
@@ -49,7 +49,7 @@ class FileSource:
                 yield Frame(image, self.source_id, index, pts, time.monotonic())
                 index += 1
         except av.FFmpegError as exc:
-            raise SourceError(f"decoding {self.path} failed at frame {index}: {_reason(exc)}") from None
+            raise SourceError(f"decoding {self.path} failed at frame {index}: {error_reason(exc)}") from None
         if index == 0:
             raise SourceError(f"{self.path} contains no decodable video frames")
         if self.frame_count and index < self.frame_count:
@@ -60,7 +60,3 @@ class FileSource:
 
     def close(self) -> None:
         self._container.close()
-
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -30,6 +30,7 @@ import av
 
 from ..core import EventKind, Frame, SourceEvent
 from ..errors import ConfigError, SourceConnectionError, SourceError
+from .base import error_reason
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class LiveSource:
         try:
             container = self._open()
         except (av.FFmpegError, OSError, EOFError) as exc:
-            why = self._redact(_reason(exc))
+            why = self._redact(error_reason(exc))
             if time.monotonic() - began >= self.settings.open_timeout_s:  # FFmpeg words a timeout many ways
                 why = f"no answer within {self.settings.open_timeout_s:g} s ({why})"
             raise SourceConnectionError(f"cannot open {self.name}: {why}") from None
@@ -273,7 +274,7 @@ class LiveSource:
         """Why a read failed, for events and logs (redacted)."""
         if isinstance(exc, av.error.ExitError):  # PyAV's timeout interrupts a read with "Immediate exit requested"
             return f"no data for {self.settings.read_timeout_s:g} s"
-        return self._redact(_reason(exc))
+        return self._redact(error_reason(exc))
 
     def _event(self, kind: EventKind, container: av.container.InputContainer | None = None, **fields) -> SourceEvent:
         size: dict = {}
@@ -366,9 +367,3 @@ def _in_background(open_it: Callable[[], T]) -> T:
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
     return outcome[0]
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, EOFError):
-        return "end of stream"
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
