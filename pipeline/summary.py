@@ -17,8 +17,10 @@ class SourceSummary:
     gave_up: str | None = None  # why, when a live source ran out of reconnect attempts
     error: str | None = None  # why, when the source failed (the run goes on with the others)
 
-    def describe(self) -> str:
-        text = f"{self.frames} frames, target found in {self.frames_with_target}/{self.frames} frames"
+    def describe(self, with_count: bool = True) -> str:
+        text = f"target found in {self.frames_with_target}/{self.frames} frames"
+        if with_count:
+            text = f"{self.frames} frames, {text}"
         if self.is_live:
             text += f", {self.dropped} dropped, {self.reconnects} reconnect{'s' if self.reconnects != 1 else ''}"
         if self.gave_up is not None:
@@ -64,6 +66,6 @@ class RunSummary:
         timing = f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} frames/s)"
         if len(self.sources) == 1:
             (only,) = self.sources.values()
-            return f"{head}: {timing}, {only.describe().split(', ', 1)[1]}"
+            return f"{head}: {timing}, {only.describe(with_count=False)}"
         per_source = "; ".join(f"{s.source_id}: {s.describe()}" for s in self.sources.values())
         return f"{head}: {len(self.sources)} sources, {timing}; {per_source}"

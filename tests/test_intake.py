@@ -156,14 +156,20 @@ def test_put_on_a_full_buffer_returns_false_once_stopped():
         assert indexes(drain(buffers)) == [0, 1]
 
 
-def test_a_reader_blocked_on_a_full_buffer_is_released_by_stop():
-    buffers, stop = intake(1, a=BLOCK)
-    buffers.put("a", frame("a", 0))
+def _blocked_reader(buffers, item) -> tuple[threading.Thread, list[bool]]:
+    """A reader thread putting `item` into source "a"'s full BLOCK buffer; it must be waiting."""
     results: list[bool] = []
-    reader = threading.Thread(target=lambda: results.append(buffers.put("a", frame("a", 1))), daemon=True)
+    reader = threading.Thread(target=lambda: results.append(buffers.put("a", item)), daemon=True)
     reader.start()
     reader.join(0.2)
     assert reader.is_alive(), "put() on a full BLOCK buffer returned instead of waiting"
+    return reader, results
+
+
+def test_a_reader_blocked_on_a_full_buffer_is_released_by_stop():
+    buffers, stop = intake(1, a=BLOCK)
+    buffers.put("a", frame("a", 0))
+    reader, results = _blocked_reader(buffers, frame("a", 1))
     stop.set()
     buffers.wake()
     reader.join(JOIN_S)
@@ -174,11 +180,7 @@ def test_block_waits_for_room_and_resumes_when_the_consumer_takes():
     buffers, stop = intake(2, a=BLOCK)
     buffers.put("a", frame("a", 0))
     buffers.put("a", frame("a", 1))
-    results: list[bool] = []
-    reader = threading.Thread(target=lambda: results.append(buffers.put("a", frame("a", 2))), daemon=True)
-    reader.start()
-    reader.join(0.2)
-    assert reader.is_alive(), "put() on a full BLOCK buffer returned instead of waiting"
+    reader, results = _blocked_reader(buffers, frame("a", 2))
     first = buffers.take(1, 0.0)
     reader.join(JOIN_S)
     try:
