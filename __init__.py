@@ -6,9 +6,9 @@
         result.target, result.target_mask
 """
 
-from .assemble import build_pipeline, prompt_from
+from .assemble import build_pipeline, prompts_from
 from .config import Config, load_config
-from .core import DenseMasks, EventKind, Frame, FrameResult, Instances, Prompt, SourceEvent, Track, TrackState
+from .core import DenseMasks, EventKind, Frame, FrameResult, Instances, Prompt, SourceEvent, TargetChange, Track, TrackState
 from .errors import (
     ConfigError,
     FastSAMStreamError,
@@ -19,6 +19,7 @@ from .errors import (
     SourceError,
 )
 from .pipeline import BatchSettings, Pipeline, RunSummary, SegmenterSettings, SourceSummary, UltralyticsSegmenter
+from .pipeline.control import ControlServer, StdinControl
 from .sinks import EventLogSink, JsonlSink, VideoSink
 from .sources import (
     CameraSource,
@@ -39,6 +40,7 @@ __all__ = [
     "CameraSource",
     "Config",
     "ConfigError",
+    "ControlServer",
     "DenseMasks",
     "DropPolicy",
     "EventKind",
@@ -64,7 +66,9 @@ __all__ = [
     "SourceEvent",
     "SourceSummary",
     "StreamSettings",
+    "StdinControl",
     "StreamSource",
+    "TargetChange",
     "Track",
     "TrackState",
     "UltralyticsSegmenter",
@@ -72,5 +76,5 @@ __all__ = [
     "build_pipeline",
     "load_config",
     "open_source",
-    "prompt_from",
+    "prompts_from",
 ]

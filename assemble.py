@@ -14,25 +14,30 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
 from .config import Config
 from .core import FrameResult, Prompt
 from .errors import ConfigError, OutputError, PromptError
 from .pipeline import BatchSettings, Pipeline, SegmenterSettings, UltralyticsSegmenter
+from .pipeline.prompts import TextScorer, read_mask
+from .pipeline.segmenter import resolve_device
 from .sinks import EventLogSink, JsonlSink, Sink, VideoSink
 from .sources import ReconnectPolicy, Source, StreamSettings, default_id, open_source
 from .trackers import IoUTracker
 
 
-def prompt_from(config: Config) -> Prompt | None:
-    p = config.prompt
-    if p.box is None and not p.points and not p.text:
+def prompts_from(config: Config) -> list[Prompt]:
+    """Every configured prompt (`prompt` and `prompts`), with mask images read."""
+    return [p.to_prompt(read_mask(p.mask) if p.mask else None) for p in config.all_prompts]
+
+
+def load_text_scorer(config: Config) -> TextScorer | None:
+    """CLIP for text prompts, on the segmenter's device, when the config needs it (else None)."""
+    if not config.needs_clip:
         return None
-    points = np.array([pt[:2] for pt in p.points], np.float32).reshape(-1, 2)
-    labels = np.array([pt[2] if len(pt) == 3 else 1 for pt in p.points], np.int64)
-    boxes = np.array([p.box], np.float32) if p.box is not None else np.zeros((0, 4), np.float32)
-    return Prompt(points=points, labels=labels, boxes=boxes, text=p.text, frame=p.frame, source_id=p.source)
+    from .pipeline.clip import ClipSettings, load_clip  # open_clip is only imported when asked for
+
+    settings = ClipSettings(model=config.clip.model, pretrained=config.clip.weights, crop=config.clip.crop)
+    return load_clip(settings, resolve_device(config.model.device))
 
 
 def segmenter_settings(config: Config) -> SegmenterSettings:
@@ -71,7 +76,7 @@ def open_sources(config: Config) -> list[Source]:
     opened: list[Source] = []
     s = config.source
     specs = source_specs(config)
-    check_prompt_source(config, [source_id for _, source_id in specs])  # before anything connects
+    check_prompt_sources(config, [source_id for _, source_id in specs])  # before anything connects
     try:
         for spec, source_id in specs:
             opened.append(open_source(spec, source_id=source_id, folder_fps=s.fps, stream=stream_settings(config),
@@ -83,10 +88,10 @@ def open_sources(config: Config) -> list[Source]:
     return opened
 
 
-def check_prompt_source(config: Config, source_ids: list[str]) -> None:
-    wanted = config.prompt.source
-    if wanted is not None and wanted not in source_ids:
-        raise PromptError(f"the prompt is for source {wanted!r}, but the sources are {', '.join(source_ids)}")
+def check_prompt_sources(config: Config, source_ids: list[str]) -> None:
+    for prompt in config.all_prompts:
+        if prompt.source is not None and prompt.source not in source_ids:
+            raise PromptError(f"the prompt is for source {prompt.source!r}, but the sources are {', '.join(source_ids)}")
 
 
 def prepare_output_dir(path: Path) -> Path:
@@ -101,13 +106,13 @@ def prepare_output_dir(path: Path) -> Path:
 
 
 def default_sinks(config: Config, source: Source, several: bool = False) -> list[Sink]:
-    """tracks.jsonl, annotated.mp4 and (live sources) events.jsonl for one source."""
+    """tracks.jsonl, annotated.mp4 and (live sources, or when the control interface is on) events.jsonl for one source."""
     out = Path(config.output.dir)
     out = prepare_output_dir(out / source.source_id if several else out)
     sinks: list[Sink] = [JsonlSink(out / "tracks.jsonl", masks=config.output.masks)]
     if config.output.video:
         sinks.append(VideoSink(out / "annotated.mp4", fps=source.fps))
-    if source.is_live:
+    if source.is_live or config.control.port is not None or config.control.stdin:
         sinks.append(EventLogSink(out / "events.jsonl"))
     return sinks
 
@@ -118,21 +123,27 @@ def build_pipeline(
     source: Source | Sequence[Source] | None = None,
     segmenter: UltralyticsSegmenter | None = None,
     sinks: Sequence[Sink | Callable[[FrameResult], object]] | None = None,
+    text_scorer: TextScorer | None = None,
 ) -> Pipeline:
-    """A ready Pipeline. Pass `sinks=[...]` to replace the file outputs (e.g. with a callback)."""
+    """A ready Pipeline. Pass `sinks=[...]` to replace the file outputs (e.g. with a callback).
+
+    Prompts and CLIP are checked before the segmenter loads: a missing mask image or CLIP
+    weights that cannot be had fail in a moment."""
     if source is None:
         sources = open_sources(config)
     else:
         sources = [source] if isinstance(source, Source) else list(source)
     try:
-        prompt = prompt_from(config)
+        prompts = prompts_from(config)
+        text_scorer = text_scorer or load_text_scorer(config)
         outputs = {} if sinks is not None else {s.source_id: default_sinks(config, s, len(sources) > 1) for s in sources}
         segmenter = segmenter or UltralyticsSegmenter(segmenter_settings(config))
         t = config.tracker
         return Pipeline(
             sources,
             segmenter,
-            prompt=prompt,
+            prompt=prompts,
+            text_scorer=text_scorer,
             tracker=partial(IoUTracker, t.min_iou, t.max_age, t.target_max_age),
             sinks=sinks or (),
             sinks_for=(lambda s: outputs[s.source_id]) if outputs else None,

@@ -6,7 +6,8 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 from .errors import ConfigError, FastSAMStreamError, OutputError
 
@@ -58,10 +59,19 @@ def parser() -> argparse.ArgumentParser:
                      help="when the segmenter is behind: drop_oldest (live default) or block (files)")
     run.add_argument("--camera-size", help="V4L2 capture size WIDTHxHEIGHT")
     run.add_argument("--camera-fps", type=float, help="V4L2 capture frame rate")
-    run.add_argument("--box", help="box prompt X1,Y1,X2,Y2 in source pixels")
+    run.add_argument("--box", action="append", default=[],
+                     help="box prompt X1,Y1,X2,Y2 in source pixels; repeatable: one target per box")
     run.add_argument("--point", action="append", default=[], help="point prompt X,Y[,LABEL] (1 fg, 0 bg); repeatable")
+    run.add_argument("--text", help='text prompt, e.g. "a black dog" (CLIP; see --clip-weights)')
+    run.add_argument("--top-k", type=int, help="text: the K most similar instances become targets (default 1)")
+    run.add_argument("--min-similarity", type=float, help="text: only instances at least this similar (cosine)")
+    run.add_argument("--mask", help="mask prompt: an image of the prompt frame's size whose nonzero pixels are the object")
     run.add_argument("--prompt-frame", type=int, help="frame the prompt applies to (default 0)")
     run.add_argument("--prompt-source", help="id of the source the prompt is for (default: every source)")
+    run.add_argument("--clip-model", help="open_clip model for text prompts (default ViT-B-32)")
+    run.add_argument("--clip-weights", help="open_clip pretrained tag (fetched online) or local checkpoint path (default openai)")
+    run.add_argument("--control-port", type=int, help="re-prompt while running: JSON commands over HTTP on 127.0.0.1:PORT (0: any)")
+    run.add_argument("--control-stdin", action="store_true", help="re-prompt while running: JSON commands on stdin, one per line")
     run.add_argument("--out", help="output folder (default runs/fastsam-stream)")
     run.add_argument("--masks", choices=["target", "all", "none"], help="which tracks get RLE masks in tracks.jsonl")
     run.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
@@ -129,8 +139,15 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         ("model", "iou"): args.iou,
         ("model", "max_det"): args.max_det,
         ("model", "threads"): args.threads,
-        ("prompt", "box"): _floats(args.box, (4,), "--box") if args.box else None,
         ("prompt", "points"): [parse_point(p) for p in args.point] or None,
+        ("prompt", "text"): args.text,
+        ("prompt", "top_k"): args.top_k,
+        ("prompt", "min_similarity"): args.min_similarity,
+        ("prompt", "mask"): args.mask,
+        ("clip", "model"): args.clip_model,
+        ("clip", "weights"): args.clip_weights,
+        ("control", "port"): args.control_port,
+        ("control", "stdin"): True if args.control_stdin else None,
         ("prompt", "frame"): args.prompt_frame,
         ("prompt", "source"): args.prompt_source,
         ("output", "dir"): args.out,
@@ -146,6 +163,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
             overrides[section] = value
         else:
             overrides.setdefault(section, {})[key] = value
+    if args.box:  # the command line's boxes replace the config's
+        overrides.setdefault("prompt", {}).update(box=None, boxes=[_floats(b, (4,), "--box") for b in args.box])
+    if args.clip_model or args.clip_weights:  # naming CLIP means loading it, also for text sent later
+        overrides.setdefault("clip", {})["enabled"] = True
     if args.reconnect_attempts is not None:
         overrides.setdefault("source", {})["reconnect"] = {"max_attempts": args.reconnect_attempts}
     return overrides
@@ -153,6 +174,27 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM shuts down like Ctrl-C: sinks are finalised
+
+
+@contextmanager
+def start_control(config: Any, pipeline: Any) -> Iterator[None]:
+    """The control interface the config asks for, for the length of the run."""
+    from .pipeline.control import ControlServer, StdinControl
+
+    server = None
+    if config.control.port is not None:
+        try:
+            server = ControlServer(pipeline, config.control.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on 127.0.0.1:{config.control.port}: {exc.strerror or exc}") from None
+        print(f"control: POST JSON commands to {server.url}/commands (GET {server.url}/targets)", file=sys.stderr, flush=True)
+    if config.control.stdin:
+        StdinControl(pipeline, sys.stdin)
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
     show = not config.output.quiet and sys.stderr.isatty()
-    with tqdm(total=pipeline.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
+    with start_control(config, pipeline), tqdm(total=pipeline.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
         try:
             for _ in pipeline:
                 bar.update(1)

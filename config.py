@@ -9,10 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .core import Prompt
+from .errors import ConfigError, PromptError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -77,16 +79,25 @@ class BatchConfig(_Section):
     queue_size: int = Field(8, ge=1)
 
 
+Box = tuple[float, float, float, float]
+
+
 class PromptConfig(_Section):
+    """One prompt. The rules for combining its parts are Prompt's (core.py), checked here too."""
+
     source: str | None = None  # the source id the prompt is for; None: every source
     frame: int = Field(0, ge=0)
-    box: tuple[float, float, float, float] | None = None
+    box: Box | None = None  # one box
+    boxes: list[Box] = []  # several boxes: one target each
     points: list[tuple[float, float] | tuple[float, float, int]] = []
     text: str | None = None
+    top_k: int = Field(1, ge=1)
+    min_similarity: float | None = Field(None, ge=-1.0, le=1.0)
+    mask: str | None = Field(None, min_length=1)  # a mask image's path (nonzero pixels: the object)
 
     @field_validator("box")
     @classmethod
-    def _ordered(cls, v: tuple[float, float, float, float] | None):
+    def _ordered(cls, v: Box | None):
         if v is not None and (v[2] <= v[0] or v[3] <= v[1]):
             raise ValueError("needs x1 < x2 and y1 < y2")
         return v
@@ -99,18 +110,60 @@ class PromptConfig(_Section):
                 raise ValueError(f"label {point[2]} of point {point[0]:g},{point[1]:g} must be 1 (fg) or 0 (bg)")
         return v
 
+    @property
+    def all_boxes(self) -> list[Box]:
+        return ([self.box] if self.box is not None else []) + list(self.boxes)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.all_boxes and not self.points and self.text is None and self.mask is None
+
     @model_validator(mode="after")
     def _source_needs_a_prompt(self) -> "PromptConfig":
-        if self.source is not None and self.box is None and not self.points and not self.text:
-            raise ValueError(f"prompt.source {self.source!r} is set but there is no box or point to apply to it")
+        if self.is_empty and self.source is not None:
+            raise ValueError(f"prompt.source {self.source!r} is set but there is no box, point, text or mask to apply to it")
         return self
 
-    @field_validator("text")
-    @classmethod
-    def _no_text_yet(cls, v: str | None) -> str | None:
-        if v:
-            raise ValueError("text prompts are not supported in this version: use a box or points")
-        return v
+    @model_validator(mode="after")
+    def _a_valid_prompt(self) -> "PromptConfig":
+        if self.is_empty:
+            return self
+        placeholder = np.ones((1, 1), bool) if self.mask is not None else None  # the image is read later
+        try:
+            self.to_prompt(placeholder)
+        except PromptError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def to_prompt(self, mask: np.ndarray | None = None) -> Prompt:
+        """The Prompt this describes; `mask` is the mask image, read by the caller."""
+        return Prompt(
+            points=np.array([p[:2] for p in self.points], np.float32).reshape(-1, 2),
+            labels=np.array([p[2] if len(p) == 3 else 1 for p in self.points], np.int64),
+            boxes=np.array(self.all_boxes, np.float32).reshape(-1, 4),
+            text=self.text,
+            mask=mask,
+            frame=self.frame,
+            source_id=self.source,
+            top_k=self.top_k,
+            min_similarity=self.min_similarity,
+        )
+
+
+class ClipConfig(_Section):
+    """CLIP for text prompts (open_clip)."""
+
+    enabled: bool | None = None  # None: load CLIP when a prompt has text; true: also for text sent later (control)
+    model: str = Field("ViT-B-32", min_length=1)  # an open_clip model name
+    weights: str = Field("openai", min_length=1)  # an open_clip pretrained tag (downloaded online) or a local checkpoint
+    crop: Literal["masked", "box"] = "masked"  # crop around each instance: background blanked, or the plain box
+
+
+class ControlConfig(_Section):
+    """Re-prompting a running pipeline (pipeline/control.py)."""
+
+    port: int | None = Field(None, ge=0, le=65535)  # HTTP on 127.0.0.1; 0: any free port (printed)
+    stdin: bool = False  # JSON commands, one per line, on standard input
 
 
 class TrackerConfig(_Section):
@@ -132,8 +185,20 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     batch: BatchConfig = BatchConfig()
     prompt: PromptConfig = PromptConfig()
+    prompts: list[PromptConfig] = []  # more prompts, e.g. for other sources or frames
+    clip: ClipConfig = ClipConfig()
+    control: ControlConfig = ControlConfig()
     tracker: TrackerConfig = TrackerConfig()
     output: OutputConfig = OutputConfig()
+
+    @property
+    def all_prompts(self) -> list[PromptConfig]:
+        """`prompt` and `prompts`, without the empty ones."""
+        return [p for p in [self.prompt, *self.prompts] if not p.is_empty]
+
+    @property
+    def needs_clip(self) -> bool:
+        return self.clip.enabled if self.clip.enabled is not None else any(p.text for p in self.all_prompts)
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -146,14 +211,17 @@ class Config(_Section):
         return v
 
 
-def _one_line(error: ValidationError) -> str:
+def one_line(error: ValidationError) -> str:
+    """The first problem of a validation error as one line naming its key (never echoing a source)."""
     first = error.errors()[0]
     key = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if not key:  # the whole value: not JSON, not a mapping, or a rule across its keys
+        return message
     if first["type"] == "extra_forbidden":
         if key == "source.path":
             return "unknown config key 'source.path': sources are listed under 'sources' (a list of paths, URLs or {id, path})"
         return f"unknown config key {key!r}"
-    message = first["msg"].removeprefix("Value error, ")
     if first["loc"][0] == "sources":  # a source's value may be a URL with a password: never echo it
         return f"config key {key!r}: {message}"
     return f"config key {key!r}: {message} (got {first.get('input')!r})"
@@ -205,4 +273,4 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     try:
         return Config.model_validate(_merge(data, overrides or {}))
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(one_line(exc)) from None

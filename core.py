@@ -10,9 +10,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
+
+from .errors import PromptError
 
 Box = tuple[float, float, float, float]
 
@@ -168,9 +170,17 @@ class Instances:
 
 @dataclass(frozen=True)
 class Prompt:
-    """What the user means, on frame `frame` of a source: foreground/background points, boxes or text.
+    """What the user means, on frame `frame` of a source (None: every source).
 
-    Coordinates are source pixels. It is checked against the frame's size when it is applied
+    - `points` K×2 with `labels` K (1 foreground, 0 background): the instances holding a
+      foreground point and no background point, merged into one target;
+    - `boxes` M×4 xyxy: each box picks the instance with the highest mask IoU, one target each;
+    - `text`: the instance CLIP finds most similar (`top_k` of them, or every one at least
+      `min_similarity`), one target each;
+    - `mask` H×W bool (frame size): the instance with the highest mask IoU.
+    Combinations FastSAM's semantics allow: background points with boxes or text (they remove the
+    instances holding them), and text with one box (only instances mostly inside it are scored).
+    Coordinates are source pixels, checked against the frame when the prompt is applied
     (`pipeline/prompts.py`), because the size is only known then.
     """
 
@@ -178,8 +188,11 @@ class Prompt:
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # K: 1 foreground, 0 background
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # M×4 xyxy
     text: str | None = None
+    mask: np.ndarray | None = None  # H×W bool
     frame: int = 0
     source_id: str | None = None  # None: every source
+    top_k: int = 1  # text: how many instances become targets (the most similar first)
+    min_similarity: float | None = None  # text: only instances at least this similar (cosine)
 
     def __post_init__(self) -> None:
         points = _rows(self.points, 2, "points")
@@ -187,21 +200,57 @@ class Prompt:
         raw_labels = np.asarray(self.labels).reshape(-1)
         bad = sorted({float(v) for v in raw_labels.tolist()} - {0.0, 1.0})
         if bad:
-            raise ValueError(f"point labels must be 1 (foreground) or 0 (background), got {bad[0]:g}")
+            raise PromptError(f"point labels must be 1 (foreground) or 0 (background), got {bad[0]:g}")
         labels = raw_labels.astype(np.int64)
         if len(points) != len(labels):
-            raise ValueError(f"Prompt has {len(points)} points but {len(labels)} labels")
+            raise PromptError(f"Prompt has {len(points)} points but {len(labels)} labels")
         if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
-            raise ValueError("a prompt box must have x1 < x2 and y1 < y2")
+            raise PromptError("a prompt box must have x1 < x2 and y1 < y2")
         if self.frame < 0:
-            raise ValueError(f"prompt frame must be >= 0, got {self.frame}")
+            raise PromptError(f"prompt frame must be >= 0, got {self.frame}")
+        if self.text is not None and not self.text.strip():
+            raise PromptError("a text prompt must not be empty")
+        if self.top_k < 1:
+            raise PromptError(f"top_k must be >= 1, got {self.top_k}")
         object.__setattr__(self, "points", points)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "boxes", boxes)
+        if self.mask is not None:
+            mask = np.asarray(self.mask)
+            if mask.ndim != 2:
+                raise PromptError(f"a mask prompt must be an H×W array, got shape {mask.shape}")
+            if not mask.any():
+                raise PromptError("the mask prompt is empty (no nonzero pixel)")
+            object.__setattr__(self, "mask", mask.astype(bool, copy=False))
+        self._check_combination(labels)
+
+    def _check_combination(self, labels: np.ndarray) -> None:
+        has_fg = bool(np.any(labels == 1))
+        if self.mask is not None and (len(self.points) or len(self.boxes) or self.text):
+            raise PromptError("a mask prompt stands alone: give a mask, or points/boxes/text")
+        if (len(self.boxes) or self.text) and has_fg:
+            raise PromptError("boxes and text combine with background points (label 0) only, not foreground points")
+        if self.text and len(self.boxes) > 1:
+            raise PromptError("a text prompt can be restricted to one box, not several")
+        if len(self.points) and not has_fg and not len(self.boxes) and not self.text:
+            raise PromptError("point prompts need at least one foreground point (label 1)")
 
     @property
     def is_empty(self) -> bool:
-        return len(self.points) == 0 and len(self.boxes) == 0 and not self.text
+        return len(self.points) == 0 and len(self.boxes) == 0 and not self.text and self.mask is None
+
+    def describe(self) -> str:
+        """A short human-readable summary for events and logs, e.g. `2 boxes`, `text "a dog"`."""
+        parts = []
+        if self.text:
+            parts.append(f"text {self.text!r}")
+        if len(self.boxes):
+            parts.append(f"{len(self.boxes)} box{'es' if len(self.boxes) > 1 else ''}")
+        if len(self.points):
+            parts.append(f"{len(self.points)} point{'s' if len(self.points) > 1 else ''}")
+        if self.mask is not None:
+            parts.append("mask")
+        return " + ".join(parts) or "nothing"
 
 
 def _rows(values: object, width: int, what: str) -> np.ndarray:
@@ -212,7 +261,7 @@ def _rows(values: object, width: int, what: str) -> np.ndarray:
     if array.ndim == 1 and array.shape[0] == width:
         array = array[None]
     if array.ndim != 2 or array.shape[1] != width:
-        raise ValueError(f"prompt {what} must be K×{width}, got shape {array.shape}")
+        raise PromptError(f"prompt {what} must be K×{width}, got shape {array.shape}")
     return array
 
 
@@ -237,6 +286,27 @@ class Track:
     instance_index: int | None
 
 
+@dataclass(frozen=True)
+class TargetChange:
+    """What a tracker does to its targets on one frame: stop following some (or all), then make the
+    tracks matched to `add_rows` targets (a track already followed keeps its id)."""
+
+    add_rows: tuple[int, ...] = ()
+    drop_ids: frozenset[int] = frozenset()
+    drop_all: bool = False
+
+    @classmethod
+    def only(cls, *rows: int) -> "TargetChange":
+        """These rows' tracks become the targets, and no other track is one."""
+        return cls(add_rows=tuple(rows), drop_all=True)
+
+    def then(self, later: "TargetChange") -> "TargetChange":
+        """This change followed by `later` on the same frame."""
+        if later.drop_all:
+            return later
+        return TargetChange(self.add_rows + later.add_rows, self.drop_ids | later.drop_ids, self.drop_all)
+
+
 @dataclass(frozen=True, eq=False)
 class FrameResult:
     """Everything the pipeline knows about one frame, handed to sinks and to Python callers."""
@@ -244,15 +314,22 @@ class FrameResult:
     frame: Frame
     instances: Instances
     tracks: tuple[Track, ...]
-    # Rows of `instances` that make up the target's mask on this frame: the prompt's merged
-    # selection on the prompt frame, the target track's matched row afterwards.
-    target_rows: tuple[int, ...] = ()
+    # For each target found this frame, by track id: the rows of `instances` that make up its
+    # mask (a point prompt's merged selection on its prompt frame, the matched row afterwards).
+    target_rows: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
     # Frames of this source dropped (live sources keep only the newest) since its previous result.
     dropped_before: int = 0
 
     @property
+    def targets(self) -> tuple[Track, ...]:
+        """Every target track (tracked or lost), in id order."""
+        return tuple(sorted((t for t in self.tracks if t.is_target), key=lambda t: t.id))
+
+    @property
     def target(self) -> Track | None:
-        return next((t for t in self.tracks if t.is_target), None)
+        """The first target (by id): for single-target runs, the target."""
+        targets = self.targets
+        return targets[0] if targets else None
 
     @property
     def target_found(self) -> bool:
@@ -260,14 +337,17 @@ class FrameResult:
 
     @cached_property
     def target_mask(self) -> np.ndarray | None:
-        """H×W bool mask of the target at source resolution, or None when it is not found this frame."""
+        """H×W bool union of every target found this frame, at source resolution; None when none is."""
         if not self.target_rows:
             return None
-        return self.instances.masks(list(self.target_rows)).any(axis=0)
+        rows = sorted({r for rows in self.target_rows.values() for r in rows})
+        return self.instances.masks(rows).any(axis=0)
 
     def mask_of(self, track: Track) -> np.ndarray | None:
-        if track.is_target:
-            return self.target_mask
+        """The track's mask this frame (a target's is its whole selection), or None when not matched."""
+        rows = self.target_rows.get(track.id) if track.is_target else None
+        if rows:
+            return self.instances.masks(list(rows)).any(axis=0)
         if track.instance_index is None:
             return None
         return self.instances.masks(track.instance_index)[0]
@@ -279,11 +359,13 @@ class EventKind(str, enum.Enum):
     RECONNECTED = "reconnected"  # the stream is back (its size or rate may have changed)
     GAVE_UP = "gave_up"  # reconnecting ran out of attempts; the source has ended
     RESIZED = "resized"  # frames arrive at a new size; tracks were rescaled to it
+    TARGETS_CHANGED = "targets_changed"  # a prompt (at start or from the control interface) added or dropped targets
+    PROMPT_FAILED = "prompt_failed"  # a prompt from the control interface selected nothing; targets unchanged
 
 
 @dataclass(frozen=True)
 class SourceEvent:
-    """A change in a source's state, handed to sinks (`on_event`) and the log in stream order.
+    """A change in a source's state or its targets, handed to sinks (`on_event`) and the log in stream order.
 
     `next_frame` is the index the source's next frame will carry, so an event can be placed
     between frames. `message` never holds credentials (sources redact their URLs).
@@ -299,6 +381,8 @@ class SourceEvent:
     height: int | None = None
     fps: float | None = None
     outage_s: float | None = None  # reconnected: seconds without frames
+    added: tuple[int, ...] = ()  # targets_changed: track ids that became targets
+    dropped: tuple[int, ...] = ()  # targets_changed: track ids that stopped being targets
 
     def describe(self) -> str:
         """One human-readable line, for logs."""

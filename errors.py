@@ -27,8 +27,8 @@ class OutputError(FastSAMStreamError):
     """An output folder or file cannot be written."""
 
 
-class PromptError(FastSAMStreamError):
-    """A prompt does not fit the frame it applies to, or selects nothing."""
+class PromptError(FastSAMStreamError, ValueError):
+    """A prompt is malformed, does not fit the frame it applies to, or selects nothing."""
 
 
 class ModelError(FastSAMStreamError):

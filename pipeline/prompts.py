@@ -1,38 +1,70 @@
-"""The prompt stage: pick, among one frame's instances, the object the user means.
+"""The prompt stage: pick, among one frame's instances, the object(s) the user means.
 
-Selection follows the FastSAM paper (and its reference code):
-- box: the instance whose mask has the highest IoU with the box region;
+Selection follows the FastSAM paper (and its reference code) where it has an answer:
+- box: the instance whose mask has the highest IoU with the box region; several boxes give
+  several targets;
 - points: instances whose mask contains a foreground point, minus those containing a background
-  point; what remains is merged into one target.
-Text prompts (CLIP) are a later addition; `Prompt.text` is where they will come in.
+  point; what remains is merged into one target;
+- text: each candidate's crop is scored against the text by CLIP (a `TextScorer`, see
+  pipeline/clip.py); the most similar instance is the target (or the `top_k` most similar, or
+  every one above `min_similarity`).
+Added here: a mask prompt (highest mask IoU, as video-object-segmentation benchmarks seed an
+object), background points that veto candidates of a box or text prompt, and text restricted to
+a box (only instances mostly inside it are scored).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
 
+import cv2
 import numpy as np
 
 from ..core import Instances, Prompt
 from ..errors import PromptError
 
+# Text restricted to a box scores the instances with at least this share of their box inside it.
+INSIDE_BOX_SHARE = 0.5
+
+
+class TextScorer(Protocol):
+    def similarities(self, image: np.ndarray, instances: Instances, rows: Sequence[int], text: str) -> np.ndarray:
+        """Cosine similarity of `text` with each of `rows` (frame `image`, BGR), in the order of `rows`."""
+        ...
+
 
 @dataclass(frozen=True)
 class Selection:
-    """Rows of the frame's Instances that form the target; `track_row` is the one the tracker follows."""
+    """One target: rows of the frame's Instances that form it; `track_row` is the one the tracker follows."""
 
     rows: tuple[int, ...]
     track_row: int
 
 
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask prompt from an image file (PNG, JPEG, ...): nonzero pixels, in any channel, are the object."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
+    if image is None:
+        raise PromptError(f"cannot read mask image {path}: not found or not an image")
+    mask = image.any(axis=2) if image.ndim == 3 else image > 0
+    if not mask.any():
+        raise PromptError(f"mask image {path} is empty (every pixel is 0)")
+    return mask
+
+
 def check_fits(prompt: Prompt, height: int, width: int) -> None:
-    """PromptError when a point or box lies outside a height×width frame."""
+    """PromptError when a point, box or mask does not fit a height×width frame."""
     for x, y in prompt.points:
         if not (0 <= x < width and 0 <= y < height):
             raise PromptError(f"point {x:g},{y:g} lies outside the {width}x{height} frame")
     for x1, y1, x2, y2 in prompt.boxes:
         if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
             raise PromptError(f"box {x1:g},{y1:g},{x2:g},{y2:g} lies outside the {width}x{height} frame")
+    if prompt.mask is not None and prompt.mask.shape != (height, width):
+        mh, mw = prompt.mask.shape
+        raise PromptError(f"the mask prompt is {mw}x{mh} but the frame is {width}x{height}")
 
 
 def _rows_overlapping(instances: Instances, x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
@@ -48,51 +80,133 @@ def _chunks(rows: np.ndarray):
         yield rows[start : start + _CHUNK]
 
 
-def select_by_box(instances: Instances, box: np.ndarray) -> int | None:
+def _best_iou(instances: Instances, rows: np.ndarray, region: np.ndarray, r1: int, c1: int) -> tuple[int | None, float]:
+    """Row (of `rows`) whose mask has the highest IoU with `region`, a bool array placed at (r1, c1)."""
+    r2, c2 = r1 + region.shape[0], c1 + region.shape[1]
+    area = int(region.sum())
+    best_row, best_iou = None, 0.0
+    for chunk in _chunks(rows):
+        masks = instances.masks(chunk)
+        inside = (masks[:, r1:r2, c1:c2] & region).sum(axis=(1, 2))
+        iou = inside / np.maximum(area + masks.sum(axis=(1, 2)) - inside, 1)
+        if iou.max() > best_iou:
+            best_row, best_iou = int(chunk[int(np.argmax(iou))]), float(iou.max())
+    return best_row, best_iou
+
+
+def select_by_box(instances: Instances, box: np.ndarray, candidates: np.ndarray | None = None) -> int | None:
     """Row of the instance whose mask best overlaps the box (IoU of mask and box region), or None."""
     x1, y1, x2, y2 = box
     c1, r1, c2, r2 = int(np.floor(x1)), int(np.floor(y1)), int(np.ceil(x2)), int(np.ceil(y2))
-    best_row, best_iou = None, 0.0
-    for rows in _chunks(_rows_overlapping(instances, x1, y1, x2, y2)):
-        masks = instances.masks(rows)
-        inside = masks[:, r1:r2, c1:c2].sum(axis=(1, 2))
-        union = (r2 - r1) * (c2 - c1) + masks.sum(axis=(1, 2)) - inside
-        iou = inside / np.maximum(union, 1)
-        if iou.max() > best_iou:
-            best_row, best_iou = int(rows[int(np.argmax(iou))]), float(iou.max())
-    return best_row
+    rows = _restrict(_rows_overlapping(instances, x1, y1, x2, y2), candidates)
+    return _best_iou(instances, rows, np.ones((r2 - r1, c2 - c1), bool), r1, c1)[0]
+
+
+def select_by_mask(instances: Instances, mask: np.ndarray) -> int | None:
+    """Row of the instance whose mask has the highest IoU with `mask` (frame-sized bool), or None."""
+    ys, xs = np.nonzero(mask)
+    r1, r2, c1, c2 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    rows = _rows_overlapping(instances, c1, r1, c2, r2)
+    return _best_iou(instances, rows, mask[r1:r2, c1:c2], r1, c1)[0]
+
+
+def rows_holding(instances: Instances, points: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """rows × points bool: which of `rows` (all when None) have a mask holding each point."""
+    rows = np.arange(len(instances)) if rows is None else rows
+    hits = np.zeros((len(rows), len(points)), bool)
+    if len(points) == 0 or len(rows) == 0:
+        return hits
+    xs, ys = points[:, 0].astype(int), points[:, 1].astype(int)
+    boxes = instances.boxes[rows]
+    near = (boxes[:, None, 0] <= xs + 1) & (boxes[:, None, 2] >= xs) & (boxes[:, None, 1] <= ys + 1) & (boxes[:, None, 3] >= ys)
+    candidates = np.flatnonzero(near.any(axis=1))  # positions in `rows` whose box is near a point
+    for chunk in _chunks(candidates):
+        hits[chunk] = instances.masks(rows[chunk])[:, ys, xs]
+    return hits
 
 
 def select_by_points(instances: Instances, points: np.ndarray, labels: np.ndarray) -> tuple[int, ...]:
     """Rows whose masks contain a foreground point and no background point."""
-    xs, ys = points[:, 0], points[:, 1]
-    chosen: list[int] = []
-    for rows in _chunks(_rows_overlapping(instances, xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)):
-        hits = instances.masks(rows)[:, ys.astype(int), xs.astype(int)]  # rows × points
-        keep = hits[:, labels == 1].any(axis=1) & ~hits[:, labels == 0].any(axis=1)
-        chosen.extend(int(r) for r in rows[keep])
-    return tuple(chosen)
+    hits = rows_holding(instances, points)
+    keep = hits[:, labels == 1].any(axis=1) & ~hits[:, labels == 0].any(axis=1)
+    return tuple(int(r) for r in np.flatnonzero(keep))
 
 
-def select(prompt: Prompt, instances: Instances) -> Selection:
-    """The target chosen by `prompt` among `instances`; PromptError when nothing fits."""
+def rows_inside(instances: Instances, box: np.ndarray, share: float = INSIDE_BOX_SHARE) -> np.ndarray:
+    """Rows with at least `share` of their box's area inside `box`."""
+    b = instances.boxes
+    w = np.clip(np.minimum(b[:, 2], box[2]) - np.maximum(b[:, 0], box[0]), 0, None)
+    h = np.clip(np.minimum(b[:, 3], box[3]) - np.maximum(b[:, 1], box[1]), 0, None)
+    return np.flatnonzero(w * h >= share * np.maximum(instances.areas, 1e-6))
+
+
+def pick_by_similarity(similarities: np.ndarray, top_k: int, min_similarity: float | None) -> list[int]:
+    """Positions of the chosen scores: the `top_k` highest (at least `min_similarity` when given), best first."""
+    order = np.argsort(-similarities, kind="stable")
+    if min_similarity is not None:
+        order = order[similarities[order] >= min_similarity]
+    return [int(i) for i in order[:top_k]]
+
+
+def _restrict(rows: np.ndarray, candidates: np.ndarray | None) -> np.ndarray:
+    return rows if candidates is None else np.intersect1d(rows, candidates)
+
+
+def select(
+    prompt: Prompt, instances: Instances, image: np.ndarray | None = None, scorer: TextScorer | None = None
+) -> tuple[Selection, ...]:
+    """The targets chosen by `prompt` among `instances` (one Selection each); PromptError when
+    nothing fits. Text prompts need the frame's `image` and a `scorer`."""
     height, width = instances.image_shape
     check_fits(prompt, height, width)
-    if prompt.text:
-        raise PromptError("text prompts are not supported yet: use a box or points")
-    if len(prompt.boxes):
-        if len(prompt.boxes) > 1 or len(prompt.points):
-            raise PromptError("give one box, or points, not several boxes or a box with points")
-        row = select_by_box(instances, prompt.boxes[0])
+    if prompt.mask is not None:
+        row = select_by_mask(instances, prompt.mask)
         if row is None:
-            raise PromptError(f"no instance overlaps the box on frame {prompt.frame}")
-        return Selection((row,), row)
-    if not np.any(prompt.labels == 1):
-        raise PromptError("point prompts need at least one foreground point (label 1)")
+            raise PromptError(f"no instance overlaps the mask prompt on frame {prompt.frame}")
+        return (Selection((row,), row),)
+    if prompt.text or len(prompt.boxes):
+        # Background points veto the instances holding them (FastSAM's label 0, applied to candidates).
+        vetoed = rows_holding(instances, prompt.points).any(axis=1) if len(prompt.points) else np.zeros(len(instances), bool)
+        candidates = np.flatnonzero(~vetoed)
+        if prompt.text:
+            return _select_by_text(prompt, instances, candidates, image, scorer)
+        return _select_by_boxes(prompt, instances, candidates)
     rows = select_by_points(instances, prompt.points, prompt.labels)
     if not rows:
         raise PromptError(f"no instance contains the foreground point(s) on frame {prompt.frame}")
     # FastSAM merges every selected instance into one mask; a video target has to be one instance
     # from the next frame on, so the tracker follows the largest of them.
     areas = instances.masks(list(rows)).sum(axis=(1, 2))
-    return Selection(rows, rows[int(np.argmax(areas))])
+    return (Selection(rows, rows[int(np.argmax(areas))]),)
+
+
+def _select_by_boxes(prompt: Prompt, instances: Instances, candidates: np.ndarray) -> tuple[Selection, ...]:
+    chosen: list[int] = []
+    for i, box in enumerate(prompt.boxes):
+        row = select_by_box(instances, box, candidates)
+        label = f"box {i + 1} ({', '.join(f'{v:g}' for v in box)})" if len(prompt.boxes) > 1 else "the box"
+        if row is None:
+            raise PromptError(f"no instance overlaps {label} on frame {prompt.frame}")
+        if row in chosen:
+            raise PromptError(f"{label} selects the same instance as box {chosen.index(row) + 1}: give each object its own box")
+        chosen.append(row)
+    return tuple(Selection((row,), row) for row in chosen)
+
+
+def _select_by_text(
+    prompt: Prompt, instances: Instances, candidates: np.ndarray, image: np.ndarray | None, scorer: TextScorer | None
+) -> tuple[Selection, ...]:
+    if scorer is None or image is None:
+        raise PromptError("text prompts need CLIP: load it with the pipeline (clip settings / --clip-weights)")
+    if len(prompt.boxes):
+        candidates = np.intersect1d(candidates, rows_inside(instances, prompt.boxes[0]))
+    if len(candidates) == 0:
+        raise PromptError(f"no instance to score against {prompt.text!r} on frame {prompt.frame}")
+    similarities = np.asarray(scorer.similarities(image, instances, candidates.tolist(), prompt.text), np.float32)
+    picked = pick_by_similarity(similarities, prompt.top_k, prompt.min_similarity)
+    if not picked:
+        raise PromptError(
+            f"no instance is at least {prompt.min_similarity:g} similar to {prompt.text!r} on frame {prompt.frame} "
+            f"(best {similarities.max():.3f})"
+        )
+    return tuple(Selection((int(candidates[i]),), int(candidates[i])) for i in picked)

@@ -9,60 +9,123 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
+import queue
 import signal
 import threading
 import time
 import weakref
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
 
-from ..core import EventKind, FrameResult, Prompt, SourceEvent
+from ..core import EventKind, FrameResult, Prompt, SourceEvent, TargetChange, TrackState
 from ..errors import PromptError
 from ..sinks.base import Sink, as_sink
 from ..sources.base import DropPolicy, Source
 from ..trackers import IoUTracker, Tracker
 from .batcher import BatchSettings, Segmented, SegmentingStages
 from .intake import SourceEnded
-from .prompts import select
+from .prompts import Selection, TextScorer, select
 from .segmenter import Segmenter
 from .summary import RunSummary, SourceSummary
 
 log = logging.getLogger(__name__)
 
 SinkLike = Sink | Callable[[FrameResult], object]
+MAX_PENDING_COMMANDS = 64  # per source: a control client cannot queue without bound
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A change of targets waiting for frame `frame` of its source: a prompt to apply (adding its
+    targets, or replacing every target when `replace`), or, with no prompt, targets to drop
+    (`drop_ids`; None: all of them). A `strict` one (given at start) ends the run when it selects
+    nothing; any other (the control interface) becomes a prompt_failed event."""
+
+    frame: int
+    prompt: Prompt | None = None
+    replace: bool = False
+    drop_ids: frozenset[int] | None = None
+    strict: bool = False
+
+    def describe(self) -> str:
+        if self.prompt is None:
+            return "dropped " + ("every target" if self.drop_ids is None else "targets " + ", ".join(map(str, sorted(self.drop_ids))))
+        return f"{'replaced every target with' if self.replace else 'added'} {self.prompt.describe()}"
 
 
 class _Lane:
-    """One source's state in the caller's thread: prompt, tracker, sinks and counts."""
+    """One source's state in the caller's thread: pending prompts, tracker, sinks and counts."""
 
-    def __init__(self, source: Source, tracker: Tracker, sinks: list[Sink], prompt: Prompt | None) -> None:
+    def __init__(self, source: Source, tracker: Tracker, sinks: list[Sink], pending: list[_Pending],
+                 scorer: TextScorer | None = None) -> None:
         self.source = source
         self.tracker = tracker
         self.sinks = sinks
-        self.prompt = prompt
-        self.prompted = False
+        self.scorer = scorer
+        self.pending = pending  # in arrival order; only this lane's thread touches it
+        self.inbox: queue.Queue[_Pending] = queue.Queue(maxsize=MAX_PENDING_COMMANDS)  # from other threads
+        self.target_ids: frozenset[int] = frozenset()  # replaced whole, so other threads may read it
+        self.ended = False
         self.size: tuple[int, int] | None = None  # (width, height) of the frames so far
         self.error: BaseException | None = None  # what ended this source, if it failed
         self.summary = SourceSummary(source.source_id, is_live=source.is_live)
 
+    def submit(self, pending: _Pending) -> None:
+        """Queue a change from any thread; it applies on the first frame at or after `pending.frame`."""
+        if self.ended:
+            raise PromptError(f"source {self.source.source_id} has ended")
+        try:
+            self.inbox.put_nowait(pending)
+        except queue.Full:
+            raise PromptError(f"{MAX_PENDING_COMMANDS} commands are already waiting for {self.source.source_id}") from None
+
     def result(self, item: Segmented) -> FrameResult:
         frame, instances = item.frame, item.instances
         self._follow_size(frame.width, frame.height, frame.index)
-        selection = None
-        if self.prompt is not None and not self.prompted and frame.index >= self.prompt.frame:
-            # Live sources may drop the prompt's own frame: the first frame at or after it is used.
-            selection = select(self.prompt, instances)
-            self.prompted = True
-        tracks = self.tracker.update(instances, target_row=None if selection is None else selection.track_row)
-        if selection is not None:
-            rows = selection.rows
-        else:
-            target = next((t for t in tracks if t.is_target and t.instance_index is not None), None)
-            rows = () if target is None else (target.instance_index,)
+        change, selections, notes = self._due_changes(item)
+        tracks = self.tracker.update(instances, change)
+        rows = {t.id: (t.instance_index,) for t in tracks if t.is_target and t.instance_index is not None}
+        for selection in selections:  # a point prompt's merged instances form the target on its own frame
+            track_id = next((t.id for t in tracks if t.instance_index == selection.track_row), None)
+            if track_id in rows:
+                rows[track_id] = selection.rows
+        before, self.target_ids = self.target_ids, frozenset(t.id for t in tracks if t.is_target and t.state is not TrackState.REMOVED)
+        if change is not None:
+            self.event(SourceEvent(self.source.source_id, EventKind.TARGETS_CHANGED, frame.index, time.time(),
+                                   message="; ".join(notes), added=tuple(sorted(self.target_ids - before)),
+                                   dropped=tuple(sorted(before - self.target_ids))))
         self.summary.frames += 1
         self.summary.dropped += item.dropped_before
         self.summary.frames_with_target += bool(rows)
         return FrameResult(frame, instances, tracks, rows, item.dropped_before)
+
+    def _due_changes(self, item: Segmented) -> tuple[TargetChange | None, list[Selection], list[str]]:
+        """The changes due on this frame, merged in arrival order. Live sources may drop a prompt's
+        own frame: the first frame at or after it is used."""
+        while not self.inbox.empty():
+            self.pending.append(self.inbox.get_nowait())
+        index = item.frame.index
+        due = [p for p in self.pending if p.frame <= index]
+        self.pending = [p for p in self.pending if p.frame > index]
+        change, selections, notes = None, [], []
+        for pending in due:
+            if pending.prompt is None:
+                step = TargetChange(drop_ids=pending.drop_ids or frozenset(), drop_all=pending.drop_ids is None)
+            else:
+                try:
+                    chosen = select(pending.prompt, item.instances, item.frame.image, self.scorer)
+                except PromptError as exc:
+                    if pending.strict:
+                        raise
+                    self.event(SourceEvent(self.source.source_id, EventKind.PROMPT_FAILED, index, time.time(),
+                                           message=f"{pending.describe()}: {exc}"))
+                    continue
+                selections.extend(chosen)
+                step = TargetChange(add_rows=tuple(s.track_row for s in chosen), drop_all=pending.replace)
+            notes.append(pending.describe())
+            change = step if change is None else change.then(step)
+        return change, selections, notes
 
     def _follow_size(self, width: int, height: int, index: int) -> None:
         """A stream that comes back at another size: tracks move to the new coordinates."""
@@ -80,7 +143,7 @@ class _Lane:
             self.summary.reconnects += 1
         elif event.kind is EventKind.GAVE_UP:
             self.summary.gave_up = event.message
-        level = logging.INFO if event.kind is EventKind.CONNECTED else logging.WARNING
+        level = logging.INFO if event.kind in (EventKind.CONNECTED, EventKind.TARGETS_CHANGED) else logging.WARNING
         log.log(level, "%s", event.describe())
         for sink in self.sinks:
             on_event = getattr(sink, "on_event", None)
@@ -90,10 +153,12 @@ class _Lane:
     def end(self, ended: SourceEnded, interrupted: bool) -> None:
         """The source has no more frames. A failure, or a prompt never reached, ends this lane with
         an error (raised when the run is over); a live source that gave up is already reported."""
+        self.ended = True
         error = ended.error
-        if error is None and self.prompt is not None and not self.prompted and not interrupted and not self.source.is_live:
+        waiting = [p.frame for p in self.pending if p.strict]
+        if error is None and waiting and not interrupted and not self.source.is_live:
             error = PromptError(
-                f"{self.source.source_id} ended after {self.summary.frames} frames, before prompt frame {self.prompt.frame}"
+                f"{self.source.source_id} ended after {self.summary.frames} frames, before prompt frame {min(waiting)}"
             )
         if error is not None:
             self.error = error
@@ -109,6 +174,9 @@ class Pipeline:
     factory (default IoUTracker), called once per source. `sinks` receive every source's
     results; `sinks_for(source)` gives sinks of one source's own. Sinks may be Sink objects or
     plain callables; a sink with an `on_event(SourceEvent)` method also gets its sources' events.
+    `prompt`: one Prompt or several, each for its frame and source (None: every source); text
+    prompts need a `text_scorer` (pipeline/clip.py). While it runs, `add_prompt()` and
+    `drop_targets()` change the targets from any thread (the control interface uses them).
     A pipeline runs once; `stop()` ends a run cleanly from a signal handler or another thread,
     and `close()` (or leaving a `with` block) ends it at once.
     """
@@ -118,7 +186,8 @@ class Pipeline:
         sources: Source | Sequence[Source],
         segmenter: Segmenter,
         *,
-        prompt: Prompt | None = None,
+        prompt: Prompt | Sequence[Prompt] | None = None,
+        text_scorer: TextScorer | None = None,
         tracker: Tracker | Callable[[], Tracker] | None = None,
         sinks: Sequence[SinkLike] = (),
         sinks_for: Callable[[Source], Sequence[SinkLike]] | None = None,
@@ -132,15 +201,17 @@ class Pipeline:
         if len(set(ids)) != len(ids):
             raise ValueError(f"source ids must be unique, got {ids}")
         self.segmenter = segmenter
-        self.prompt = prompt if prompt is not None and not prompt.is_empty else None
+        self.text_scorer = text_scorer
+        given = [prompt] if isinstance(prompt, Prompt) else list(prompt or ())
+        self.prompts = [p for p in given if not p.is_empty]
+        for p in self.prompts:
+            self._check_prompt(p)
         self.batch = batch
         self.drop_policy = drop_policy
-        if self.prompt is not None and self.prompt.source_id not in (None, *ids):
-            raise PromptError(f"the prompt is for source {self.prompt.source_id!r}, but the sources are {', '.join(ids)}")
         shared = [as_sink(s) for s in sinks]
         self._lanes = {
             s.source_id: _Lane(s, self._tracker_for(tracker), shared + [as_sink(k) for k in (sinks_for(s) if sinks_for else ())],
-                               self._prompt_for(s))
+                               self._prompts_for(s), text_scorer)
             for s in self.sources
         }
         self.sinks = list(dict.fromkeys(shared + [k for lane in self._lanes.values() for k in lane.sinks]))
@@ -169,16 +240,52 @@ class Pipeline:
             return tracker
         return tracker()
 
-    def _prompt_for(self, source: Source) -> Prompt | None:
-        p = self.prompt
-        if p is None or p.source_id not in (None, source.source_id):
-            return None
-        total = source.frame_count
-        if total is not None and p.frame >= total:
-            raise PromptError(
-                f"prompt frame {p.frame} is past the end of {source.source_id} (its container announces {total} frames)"
-            )
-        return p
+    def _check_prompt(self, prompt: Prompt) -> None:
+        ids = [s.source_id for s in self.sources]
+        if prompt.source_id not in (None, *ids):
+            raise PromptError(f"the prompt is for source {prompt.source_id!r}, but the sources are {', '.join(ids)}")
+        if prompt.text and self.text_scorer is None:
+            raise PromptError("text prompts need CLIP: pass a text_scorer (load_clip) / set clip weights")
+
+    def _prompts_for(self, source: Source) -> list[_Pending]:
+        pending = []
+        for p in self.prompts:
+            if p.source_id not in (None, source.source_id):
+                continue
+            total = source.frame_count
+            if total is not None and p.frame >= total:
+                raise PromptError(
+                    f"prompt frame {p.frame} is past the end of {source.source_id} (its container announces {total} frames)"
+                )
+            pending.append(_Pending(p.frame, p, strict=True))
+        return pending
+
+    def _lanes_for(self, source_id: str | None) -> list[_Lane]:
+        if source_id is None:
+            return list(self._lanes.values())
+        if source_id not in self._lanes:
+            raise PromptError(f"no source {source_id!r}: the sources are {', '.join(self._lanes)}")
+        return [self._lanes[source_id]]
+
+    def add_prompt(self, prompt: Prompt, replace: bool = False) -> None:
+        """Apply `prompt` on frame `prompt.frame` of its source(s), or on the next frame when that
+        has passed: its targets are added (or, with `replace`, become the only targets). Safe from
+        any thread; a prompt that then selects nothing is a prompt_failed event, not an error."""
+        if prompt.is_empty:
+            raise PromptError("the prompt is empty: give points, boxes, text or a mask")
+        self._check_prompt(prompt)
+        for lane in self._lanes_for(prompt.source_id):
+            lane.submit(_Pending(prompt.frame, prompt, replace=replace))
+
+    def drop_targets(self, ids: Iterable[int] | None = None, source_id: str | None = None, frame: int = 0) -> None:
+        """Stop following targets `ids` (None: every target) from frame `frame` (or the next frame) on."""
+        drop = None if ids is None else frozenset(int(i) for i in ids)
+        for lane in self._lanes_for(source_id):
+            lane.submit(_Pending(frame, drop_ids=drop))
+
+    def targets(self) -> dict[str, list[int]]:
+        """Current target ids of every source (as of its latest change); safe from any thread."""
+        return {source_id: sorted(lane.target_ids) for source_id, lane in self._lanes.items()}
 
     def __iter__(self) -> Iterator[FrameResult]:
         return self.results()

@@ -4,9 +4,9 @@
      "tracks": [{"id": int, "target": bool, "state": "tracked"|"lost", "box": [x1, y1, x2, y2],
                  "score": float, "mask": {"size": [h, w], "counts": str}}]}
 
-`mask` is COCO RLE (pycocotools' compressed string) at source resolution. It is written for the
-target whenever the target is found, and for every tracked instance with masks="all"; a lost
-track has no mask. Tracks listed: every track matched this frame, and the target while lost.
+`mask` is COCO RLE (pycocotools' compressed string) at source resolution. It is written for
+every target (there may be several, each its own id) whenever it is found, and for every tracked instance with masks="all"; a lost
+track has no mask. Tracks listed: every track matched this frame, and the targets while lost.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class JsonlSink:
         if self.masks == "none":
             return {}
         found = [t for t in tracks if t.state is TrackState.TRACKED and t.instance_index is not None]
-        masks = {t.id: result.target_mask for t in found if t.is_target and result.target_mask is not None}
+        masks = {t.id: result.mask_of(t) for t in found if t.is_target}
         if self.masks == "all":
             others = [t for t in found if not t.is_target]
             rendered = result.instances.masks([t.instance_index for t in others]) if others else []
@@ -132,6 +132,8 @@ class EventLogSink:
             "height": event.height,
             "fps": None if event.fps is None else round(event.fps, 3),
             "outage_s": None if event.outage_s is None else round(event.outage_s, 3),
+            "added": list(event.added),
+            "dropped": list(event.dropped),
         }
 
     def on_event(self, event: SourceEvent) -> None:

@@ -17,24 +17,31 @@ import numpy as np
 from ..core import FrameResult, TrackState
 from ..errors import OutputError
 
-TARGET_COLOUR = (0, 200, 255)  # BGR amber
+# BGR. Each target gets its colour from its id (id 1: amber), so several targets stay apart.
+TARGET_COLOURS = ((0, 200, 255), (255, 120, 0), (80, 220, 60), (220, 60, 220), (60, 60, 255), (255, 255, 0), (0, 128, 255), (160, 80, 255))
 OTHER_COLOUR = (200, 200, 200)
 MASK_ALPHA = 0.45
 # Frames keep their source timestamps (variable frame rates included) at 90 kHz, MPEG's clock.
 TIME_BASE = Fraction(1, 90_000)
 
 
+def target_colour(track_id: int) -> tuple[int, int, int]:
+    """A target's colour, fixed by its id so it stays the same over the whole video."""
+    return TARGET_COLOURS[(track_id - 1) % len(TARGET_COLOURS)]
+
+
 def annotate(result: FrameResult) -> np.ndarray:
-    """A copy of the frame with the target's mask and every matched track's box and id drawn."""
+    """A copy of the frame with each target's mask and every matched track's box and id drawn."""
     image = result.frame.image.copy()
-    mask = result.target_mask
-    if mask is not None:
-        tint = np.array(TARGET_COLOUR, np.float32)
-        image[mask] = (image[mask] * (1 - MASK_ALPHA) + tint * MASK_ALPHA).astype(np.uint8)
+    for target in result.targets:
+        mask = result.mask_of(target) if target.id in result.target_rows else None
+        if mask is not None:
+            tint = np.array(target_colour(target.id), np.float32)
+            image[mask] = (image[mask] * (1 - MASK_ALPHA) + tint * MASK_ALPHA).astype(np.uint8)
     for track in result.tracks:
         if track.state is TrackState.REMOVED or (track.state is TrackState.LOST and not track.is_target):
             continue
-        colour = TARGET_COLOUR if track.is_target else OTHER_COLOUR
+        colour = target_colour(track.id) if track.is_target else OTHER_COLOUR
         x1, y1, x2, y2 = (int(round(v)) for v in track.box)
         dashed = track.state is TrackState.LOST
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 1 if dashed else 2, cv2.LINE_AA)

@@ -303,7 +303,7 @@ def two_masked_instances() -> tuple[Instances, np.ndarray]:
 
 def test_target_mask_is_union_of_target_rows():
     instances, masks = two_masked_instances()
-    result = FrameResult(make_frame(), instances, (), target_rows=(0, 1))
+    result = FrameResult(make_frame(), instances, (), target_rows={1: (0, 1)})
     got = result.target_mask
     assert got.shape == (H, W) and got.dtype == bool
     np.testing.assert_array_equal(got, masks[0] | masks[1])
@@ -311,7 +311,7 @@ def test_target_mask_is_union_of_target_rows():
 
 def test_target_mask_single_row():
     instances, masks = two_masked_instances()
-    result = FrameResult(make_frame(), instances, (), target_rows=(1,))
+    result = FrameResult(make_frame(), instances, (), target_rows={1: (1,)})
     np.testing.assert_array_equal(result.target_mask, masks[1])
     assert result.target_found
 
@@ -326,11 +326,21 @@ def test_target_mask_none_without_target_rows():
 def test_frame_result_target_and_mask_of():
     instances, masks = two_masked_instances()
     t_target, t_other = track(1, target=True, row=0), track(2, row=1)
-    result = FrameResult(make_frame(), instances, (t_other, t_target), target_rows=(0,))
+    result = FrameResult(make_frame(), instances, (t_other, t_target), target_rows={1: (0,)})
     assert result.target is t_target
     np.testing.assert_array_equal(result.mask_of(t_other), masks[1])
     np.testing.assert_array_equal(result.mask_of(t_target), masks[0])
     assert result.mask_of(track(3, TrackState.LOST)) is None
+
+
+def test_several_targets_each_have_their_own_mask_and_target_mask_is_their_union():
+    instances, masks = two_masked_instances()
+    first, second = track(5, target=True, row=1), track(2, target=True, row=0)
+    result = FrameResult(make_frame(), instances, (first, second), target_rows={5: (1,), 2: (0,)})
+    assert result.targets == (second, first) and result.target is second
+    np.testing.assert_array_equal(result.mask_of(first), masks[1])
+    np.testing.assert_array_equal(result.mask_of(second), masks[0])
+    np.testing.assert_array_equal(result.target_mask, masks[0] | masks[1])
 
 
 # ------------------------------------------------------------------------------------ JSONL sink
@@ -357,7 +367,7 @@ def scene() -> tuple[FrameResult, np.ndarray]:
         track(3, TrackState.LOST),
         track(4, TrackState.REMOVED),
     )
-    return FrameResult(make_frame(index=7, pts=0.233333), instances, tracks, target_rows=(0,)), masks
+    return FrameResult(make_frame(index=7, pts=0.233333), instances, tracks, target_rows={1: (0,)}), masks
 
 
 def test_jsonl_record_keys_and_types(tmp_path):
@@ -433,7 +443,7 @@ def test_jsonl_masks_none_writes_no_masks(tmp_path):
 def test_jsonl_lost_target_listed_without_mask(tmp_path):
     instances, _ = two_masked_instances()
     tracks = (track(1, TrackState.LOST, target=True), track(2, row=1))
-    result = FrameResult(make_frame(index=8, pts=0.266667), instances, tracks, target_rows=())
+    result = FrameResult(make_frame(index=8, pts=0.266667), instances, tracks, target_rows={})
     [record] = write_and_read(tmp_path, [result])
     lost = next(e for e in record["tracks"] if e["id"] == 1)
     assert lost["target"] is True

@@ -70,7 +70,7 @@ def test_point_prompts_fg_selects_and_bg_removes(segmenter, davis):
     centre = [float(np.median(xs)), float(np.median(ys))]
     if not gt[int(centre[1]), int(centre[0])]:
         centre = [float(xs[len(xs) // 2]), float(ys[len(ys) // 2])]
-    chosen = select(Prompt(points=[centre], labels=[1]), instances)
+    [chosen] = select(Prompt(points=[centre], labels=[1]), instances)
     assert _iou(instances.masks(list(chosen.rows)).any(0), gt) >= MIN_FIRST_FRAME_IOU
     # the same point as background removes the instance again: nothing is left to select
     from fastsam_stream.errors import PromptError

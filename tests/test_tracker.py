@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastsam_stream.core import Instances, TrackState
+from fastsam_stream.core import Instances, TargetChange, TrackState
 from fastsam_stream.trackers import IoUTracker, box_iou, linear_assignment
 
 SHAPE = (480, 640)
@@ -235,7 +235,7 @@ def test_tracker_age_counts_frames_since_birth():
 
 def test_tracker_marks_target_row():
     tracker = IoUTracker()
-    tracks = tracker.update(inst((0, 0, 10, 10), (100, 100, 150, 150), (300, 0, 310, 10)), target_row=1)
+    tracks = tracker.update(inst((0, 0, 10, 10), (100, 100, 150, 150), (300, 0, 310, 10)), targets=TargetChange.only(1))
     targets = [t for t in tracks if t.is_target]
     assert len(targets) == 1
     assert targets[0].instance_index == 1
@@ -249,7 +249,7 @@ def test_tracker_without_target_row_marks_nothing():
 def test_tracker_target_follows_its_track_on_later_frames():
     tracker = IoUTracker()
     a, b = (0, 0, 50, 50), (200, 200, 250, 250)
-    first = tracker.update(inst(a, b), target_row=0)
+    first = tracker.update(inst(a, b), targets=TargetChange.only(0))
     target_id = id_of_row(first, 0)
     tracks = tracker.update(inst(shifted(b, 2), shifted(a, 2)))  # rows swapped, no target_row
     [target] = [t for t in tracks if t.is_target]
@@ -260,14 +260,14 @@ def test_tracker_target_follows_its_track_on_later_frames():
 def test_tracker_new_target_row_moves_the_target():
     tracker = IoUTracker()
     a, b = (0, 0, 50, 50), (200, 200, 250, 250)
-    tracker.update(inst(a, b), target_row=0)
-    tracks = tracker.update(inst(a, b), target_row=1)
+    tracker.update(inst(a, b), targets=TargetChange.only(0))
+    tracks = tracker.update(inst(a, b), targets=TargetChange.only(1))
     assert [t.instance_index for t in tracks if t.is_target] == [1]
 
 
 def test_tracker_target_stays_target_while_lost_forever_by_default():
     tracker = IoUTracker(max_age=1, target_max_age=None)
-    [target] = tracker.update(inst((100, 100, 200, 200)), target_row=0)
+    [target] = tracker.update(inst((100, 100, 200, 200)), targets=TargetChange.only(0))
     for lost_for in range(1, 101):
         [t] = tracker.update(inst())
         assert t.id == target.id
@@ -278,7 +278,7 @@ def test_tracker_target_stays_target_while_lost_forever_by_default():
 
 def test_tracker_non_target_expires_while_lost_target_is_kept():
     tracker = IoUTracker(max_age=1, target_max_age=None)
-    first = tracker.update(inst((100, 100, 200, 200), (400, 100, 450, 150)), target_row=0)
+    first = tracker.update(inst((100, 100, 200, 200), (400, 100, 450, 150)), targets=TargetChange.only(0))
     target_id, other_id = id_of_row(first, 0), id_of_row(first, 1)
     tracker.update(inst())
     tracks = by_id(tracker.update(inst()))
@@ -290,7 +290,7 @@ def test_tracker_non_target_expires_while_lost_target_is_kept():
 
 def test_tracker_target_max_age_removes_target():
     tracker = IoUTracker(max_age=100, target_max_age=2)
-    tracker.update(inst((100, 100, 200, 200)), target_row=0)
+    tracker.update(inst((100, 100, 200, 200)), targets=TargetChange.only(0))
     states = [tracker.update(inst())[0].state for _ in range(3)]
     assert states == [TrackState.LOST, TrackState.LOST, TrackState.REMOVED]
     assert tracker.update(inst()) == ()
@@ -299,7 +299,7 @@ def test_tracker_target_max_age_removes_target():
 def test_tracker_target_reappearing_gets_old_id_back():
     tracker = IoUTracker(max_age=2, target_max_age=None)
     last_box = (100, 100, 200, 200)
-    [target] = tracker.update(inst(last_box), target_row=0)
+    [target] = tracker.update(inst(last_box), targets=TargetChange.only(0))
     for _ in range(20):
         tracker.update(inst())
     # back, overlapping its last box, with an unrelated newcomer elsewhere
@@ -316,7 +316,7 @@ def test_tracker_target_reappearing_gets_old_id_back():
 def test_tracker_empty_frame_on_fresh_tracker():
     tracker = IoUTracker()
     assert tracker.update(Instances.empty(SHAPE)) == ()
-    assert tracker.update(inst(), target_row=None) == ()
+    assert tracker.update(inst(), targets=None) == ()
     [t] = tracker.update(inst((0, 0, 10, 10)))
     assert t.id == 1 and t.state is TrackState.TRACKED
 
@@ -355,3 +355,27 @@ def test_tracker_rejects_bad_arguments(kwargs):
 
 def test_tracker_accepts_boundary_arguments():
     IoUTracker(min_iou=1.0, max_age=0, target_max_age=0)
+
+
+def test_several_targets_keep_their_own_ids_and_can_be_dropped_one_by_one():
+    tracker = IoUTracker()
+    a, b, c = (0, 0, 40, 40), (100, 100, 150, 150), (300, 0, 340, 40)
+    first = tracker.update(inst(a, b, c), targets=TargetChange(add_rows=(0, 2)))
+    ids = {t.id for t in first if t.is_target}
+    assert len(ids) == 2
+    moved = tracker.update(inst(shifted(c, 3), shifted(b, 3), shifted(a, 3)))  # rows reordered
+    assert {t.id for t in moved if t.is_target} == ids
+    assert {t.instance_index for t in moved if t.is_target} == {0, 2}
+    drop = min(ids)
+    after = tracker.update(inst(a, b, c), targets=TargetChange(drop_ids=frozenset({drop})))
+    assert {t.id for t in after if t.is_target} == ids - {drop}
+    added = tracker.update(inst(a, b, c), targets=TargetChange(add_rows=(1,)))
+    assert len({t.id for t in added if t.is_target}) == 2 and drop not in {t.id for t in added if t.is_target}
+
+
+def test_target_change_then_keeps_order_on_one_frame():
+    first = TargetChange(add_rows=(1,))
+    assert first.then(TargetChange(add_rows=(2,))).add_rows == (1, 2)
+    replaced = first.then(TargetChange.only(3))
+    assert replaced.add_rows == (3,) and replaced.drop_all
+    assert TargetChange.only(3).then(TargetChange(drop_ids=frozenset({5}))).drop_all

@@ -10,7 +10,7 @@ import pytest
 
 from fastsam_stream.core import DenseMasks, Frame, FrameResult, Instances, Track, TrackState
 from fastsam_stream.sinks import VideoSink, annotate
-from fastsam_stream.sinks.video import TARGET_COLOUR
+from fastsam_stream.sinks.video import target_colour
 
 
 def _result(index: int, height: int, width: int) -> FrameResult:
@@ -19,7 +19,7 @@ def _result(index: int, height: int, width: int) -> FrameResult:
     mask[0, 20:60, 30:90] = True
     instances = Instances(np.array([[30, 20, 90, 60]]), np.array([0.9]), (height, width), masks=DenseMasks(mask))
     track = Track(1, (30.0, 20.0, 90.0, 60.0), 0.9, TrackState.TRACKED, index, 0, True, 0)
-    return FrameResult(Frame(image, "s", index, index / 12.5, 0.0), instances, (track,), (0,))
+    return FrameResult(Frame(image, "s", index, index / 12.5, 0.0), instances, (track,), {1: (0,)})
 
 
 def test_odd_sized_frames_are_padded_and_every_frame_is_written(tmp_path):
@@ -42,7 +42,7 @@ def test_the_target_mask_is_tinted_and_the_rest_is_not():
     inside = drawn[40, 60].astype(int)
     outside = drawn[90, 110].astype(int)
     assert np.array_equal(outside, [40, 40, 40])  # untouched
-    assert np.argmax(inside) == np.argmax(TARGET_COLOUR)  # tinted towards the target colour
+    assert np.argmax(inside) == np.argmax(target_colour(1))  # tinted towards the target colour
     assert not np.array_equal(inside, [40, 40, 40])
     assert np.array_equal(result.frame.image[40, 60], [40, 40, 40])  # the frame itself is not drawn on
 
@@ -75,3 +75,17 @@ def test_source_timestamps_are_kept_even_when_irregular(tmp_path):
     with av.open(str(tmp_path / "vfr.mp4")) as container:
         decoded = [float(f.pts * f.time_base) for f in container.decode(video=0)]
     assert decoded == pytest.approx(pts, abs=1e-3)
+
+
+def test_several_targets_get_their_own_colours():
+    image = np.full((80, 160, 3), 40, np.uint8)
+    masks = np.zeros((2, 80, 160), bool)
+    masks[0, 10:40, 10:60] = True
+    masks[1, 10:40, 90:150] = True
+    boxes = np.array([[10, 10, 60, 40], [90, 10, 150, 40]], np.float32)
+    instances = Instances(boxes, np.array([0.9, 0.8]), (80, 160), masks=DenseMasks(masks))
+    tracks = tuple(Track(i + 1, tuple(map(float, boxes[i])), 0.9, TrackState.TRACKED, 0, 0, True, i) for i in range(2))
+    drawn = annotate(FrameResult(Frame(image, "s", 0, 0.0, 0.0), instances, tracks, {1: (0,), 2: (1,)}))
+    first, second = drawn[25, 35].astype(int), drawn[25, 120].astype(int)
+    assert target_colour(1) != target_colour(2)
+    assert np.argmax(first) == np.argmax(target_colour(1)) and np.argmax(second) == np.argmax(target_colour(2))

@@ -10,13 +10,14 @@ from typing import Protocol
 
 import numpy as np
 
-from ..core import Instances, Track, TrackState
+from ..core import Instances, TargetChange, Track, TrackState
 from .matching import box_iou, linear_assignment
 
 
 class Tracker(Protocol):
-    def update(self, instances: Instances, target_row: int | None = None) -> tuple[Track, ...]:
-        """Match this frame's instances; `target_row` makes the track matched to that row the target."""
+    def update(self, instances: Instances, targets: TargetChange | None = None) -> tuple[Track, ...]:
+        """Match this frame's instances, then apply `targets`: drop targets, and make the tracks
+        matched to its rows targets."""
         ...
 
 
@@ -33,8 +34,8 @@ class _LiveTrack:
 class IoUTracker:
     """Matches instances to tracks by box IoU each frame.
 
-    A track not matched this frame is `lost`; after `max_age` lost frames it is removed. The
-    prompted target uses `target_max_age` instead (None: never removed), so that when the object
+    A track not matched this frame is `lost`; after `max_age` lost frames it is removed. Any
+    number of tracks can be targets (see TargetChange); a prompted target uses `target_max_age` instead (None: never removed), so that when the object
     comes back near where it was lost it gets its old id back. Ids are counted per tracker.
     """
 
@@ -50,7 +51,7 @@ class IoUTracker:
         self._next_id = 1
         self._frame = -1
 
-    def update(self, instances: Instances, target_row: int | None = None) -> tuple[Track, ...]:
+    def update(self, instances: Instances, targets: TargetChange | None = None) -> tuple[Track, ...]:
         self._frame += 1
         boxes = instances.boxes
         iou = box_iou(np.array([t.box for t in self._tracks]).reshape(-1, 4), boxes)
@@ -67,15 +68,22 @@ class IoUTracker:
             self._tracks.append(track)
             matched_row[track.id] = row
 
-        if target_row is not None:
-            for track in self._tracks:
-                track.is_target = matched_row.get(track.id) == target_row
+        if targets is not None:
+            self._change_targets(targets, matched_row)
 
         removed = [t for t in self._tracks if self._expired(t)]
         self._tracks = [t for t in self._tracks if not self._expired(t)]
         live = tuple(self._snapshot(t, matched_row.get(t.id)) for t in self._tracks)
         # A removed track is reported once, in the frame it goes, so callers see the transition.
         return live + tuple(self._snapshot(t, None, TrackState.REMOVED) for t in removed)
+
+    def _change_targets(self, change: TargetChange, matched_row: dict[int, int]) -> None:
+        add = set(change.add_rows)
+        for track in self._tracks:
+            if change.drop_all or track.id in change.drop_ids:
+                track.is_target = False
+            if matched_row.get(track.id) in add:
+                track.is_target = True
 
     def rescale(self, sx: float, sy: float) -> None:
         """Move every track to new frame coordinates (a stream that came back at another size)."""
