@@ -20,7 +20,7 @@ from .errors import (
 )
 from .pipeline import BatchSettings, Pipeline, RunSummary, SegmenterSettings, SourceSummary, UltralyticsSegmenter
 from .pipeline.control import ControlServer, StdinControl
-from .sinks import EventLogSink, JsonlSink, VideoSink
+from .sinks import EventLogSink, JsonlSink, MotSink, VideoSink
 from .sources import (
     CameraSource,
     DropPolicy,
@@ -31,12 +31,14 @@ from .sources import (
     StreamSource,
     open_source,
 )
-from .trackers import IoUTracker
+from .trackers import ByteTracker, ByteTrackerSettings, IoUTracker
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchSettings",
+    "ByteTracker",
+    "ByteTrackerSettings",
     "CameraSource",
     "Config",
     "ConfigError",
@@ -54,6 +56,7 @@ __all__ = [
     "IoUTracker",
     "JsonlSink",
     "ModelError",
+    "MotSink",
     "OutputError",
     "Pipeline",
     "Prompt",

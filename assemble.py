@@ -20,9 +20,9 @@ from .errors import ConfigError, OutputError, PromptError
 from .pipeline import BatchSettings, Pipeline, SegmenterSettings, UltralyticsSegmenter
 from .pipeline.prompts import TextScorer, read_mask
 from .pipeline.segmenter import resolve_device
-from .sinks import EventLogSink, JsonlSink, Sink, VideoSink
+from .sinks import EventLogSink, JsonlSink, MotSink, Sink, VideoSink
 from .sources import ReconnectPolicy, Source, StreamSettings, default_id, open_source
-from .trackers import IoUTracker
+from .trackers import ByteTracker, ByteTrackerSettings, IoUTracker, Tracker
 
 
 def prompts_from(config: Config) -> list[Prompt]:
@@ -38,6 +38,15 @@ def load_text_scorer(config: Config) -> TextScorer | None:
 
     settings = ClipSettings(model=config.clip.model, pretrained=config.clip.weights, crop=config.clip.crop)
     return load_clip(settings, resolve_device(config.model.device))
+
+
+def tracker_factory(config: Config) -> Callable[[], Tracker]:
+    """A new tracker per source, of the configured kind and settings."""
+    t = config.tracker
+    if t.kind == "iou":
+        return partial(IoUTracker, t.min_iou, t.max_age, t.target_max_age)
+    settings = ByteTrackerSettings(**t.model_dump(exclude={"kind"}))
+    return partial(ByteTracker, settings)
 
 
 def segmenter_settings(config: Config) -> SegmenterSettings:
@@ -112,6 +121,8 @@ def default_sinks(config: Config, source: Source, several: bool = False) -> list
     sinks: list[Sink] = [JsonlSink(out / "tracks.jsonl", masks=config.output.masks)]
     if config.output.video:
         sinks.append(VideoSink(out / "annotated.mp4", fps=source.fps))
+    if config.output.mot:
+        sinks.append(MotSink(out / "mot.txt"))
     if source.is_live or config.control.port is not None or config.control.stdin:
         sinks.append(EventLogSink(out / "events.jsonl"))
     return sinks
@@ -138,13 +149,12 @@ def build_pipeline(
         text_scorer = text_scorer or load_text_scorer(config)
         outputs = {} if sinks is not None else {s.source_id: default_sinks(config, s, len(sources) > 1) for s in sources}
         segmenter = segmenter or UltralyticsSegmenter(segmenter_settings(config))
-        t = config.tracker
         return Pipeline(
             sources,
             segmenter,
             prompt=prompts,
             text_scorer=text_scorer,
-            tracker=partial(IoUTracker, t.min_iou, t.max_age, t.target_max_age),
+            tracker=tracker_factory(config),
             sinks=sinks or (),
             sinks_for=(lambda s: outputs[s.source_id]) if outputs else None,
             batch=BatchSettings(**config.batch.model_dump(), buffer_size=config.source.buffer_size),

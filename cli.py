@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 from .errors import ConfigError, FastSAMStreamError, OutputError
+from .evaluation.cli import add_eval_parser, run_eval
 
 EXIT_INTERRUPTED = 130
 EXIT_GAVE_UP = 3  # a live source ran out of reconnect attempts (its outputs are complete up to then)
@@ -44,11 +45,12 @@ def parser() -> argparse.ArgumentParser:
         "or lavfi:GRAPH; several run together, each with its own outputs",
     )
     run.add_argument("--config", help="YAML config file, or a bundled one: default, monitoring, tracking, road")
+    run.add_argument("--tracker", help="tracker settings: a YAML file with a 'tracker' section, or a bundled one: bytetrack, iou")
     run.add_argument("--weights", help="FastSAM / YOLOv8-seg checkpoint (*.pt) or ONNX export (*.onnx, run in ONNX Runtime); "
                      "default: FastSAM-s.pt, fetched online")
     run.add_argument("--device", help="cpu or cuda:N (default: cuda:0 when available)")
     run.add_argument("--imgsz", type=int, help="network input size, a multiple of 32 (default 640)")
-    run.add_argument("--conf", type=float, help="confidence threshold (default 0.4)")
+    run.add_argument("--conf", type=float, help="confidence threshold (default 0.1; tracks start at tracker.high_score 0.4)")
     run.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.7)")
     run.add_argument("--max-det", type=int, help="most instances per frame (default 300)")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
@@ -75,8 +77,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder (default runs/fastsam-stream)")
     run.add_argument("--masks", choices=["target", "all", "none"], help="which tracks get RLE masks in tracks.jsonl")
     run.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
+    run.add_argument("--mot", action="store_true", help="also write mot.txt: every tracked instance in MOTChallenge format")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--debug", action="store_true", help="log more, and show tracebacks on errors")
+    add_eval_parser(commands)
     export = commands.add_parser("export", help="export weights to ONNX for the ONNX Runtime engine (dynamic batch and size)")
     export.add_argument("--weights", required=True, help="the *.pt checkpoint to export")
     export.add_argument("--out", help="the .onnx file to write (default: beside the weights)")
@@ -153,6 +157,7 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
         ("output", "dir"): args.out,
         ("output", "masks"): args.masks,
         ("output", "video"): False if args.no_video else None,
+        ("output", "mot"): True if args.mot else None,
         ("output", "quiet"): True if args.quiet else None,
     }
     overrides: dict[str, Any] = {}
@@ -205,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     from .pipeline.segmenter import quiet_ultralytics
 
     quiet_ultralytics(verbose=args.debug)
-    config = load_config(args.config, overrides_from(args))
+    config = load_config(args.config, overrides_from(args), tracker=args.tracker)
     pipeline = build_pipeline(config)
     # From here on a signal only asks the pipeline to stop after the frame in hand, so every sink
     # ends on the same frame and is finalised; a second signal changes nothing.
@@ -241,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return export(args) if args.command == "export" else run(args)
+        commands = {"export": export, "eval": run_eval, "run": run}
+        return commands[args.command](args)
     except FastSAMStreamError as exc:
         if args.debug:
             raise

@@ -17,6 +17,7 @@ from .core import Prompt
 from .errors import ConfigError, PromptError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+TRACKER_DIR = CONFIG_DIR / "trackers"
 
 Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -58,7 +59,7 @@ class ModelConfig(_Section):
     weights: str = "FastSAM-s.pt"
     device: str | None = None
     imgsz: int = Field(640, ge=32, le=4096)
-    conf: Fraction01 = 0.4
+    conf: Fraction01 = 0.1  # low: the tracker's second round wants the unsure instances too
     iou: Fraction01 = 0.7
     max_det: int = Field(300, ge=1)
     agnostic_nms: bool = True
@@ -167,15 +168,37 @@ class ControlConfig(_Section):
 
 
 class TrackerConfig(_Section):
+    """The tracker: `bytetrack` (trackers/byte_tracker.py) or the plain `iou` one. The bundled
+    configs/trackers/*.yaml each hold one such section (`--tracker NAME`)."""
+
+    kind: Literal["bytetrack", "iou"] = "bytetrack"
     min_iou: float = Field(0.3, gt=0.0, le=1.0)
+    low_min_iou: float = Field(0.5, gt=0.0, le=1.0)
+    high_score: Fraction01 = 0.4
+    low_score: Fraction01 = 0.1
     max_age: int = Field(30, ge=0)
     target_max_age: int | None = Field(None, ge=0)
+    match_masks: bool = False
+    merge_parts: bool = True
+    part_inside: Fraction01 = 0.8
+    reacquire: bool = True
+    search_radius: float = Field(1.0, ge=0)
+    search_growth: float = Field(0.1, ge=0)
+    max_search_radius: float = Field(3.0, ge=0)
+    min_appearance: Fraction01 = 0.6
+
+    @model_validator(mode="after")
+    def _scores_ordered(self) -> "TrackerConfig":
+        if self.low_score > self.high_score:
+            raise ValueError(f"low_score {self.low_score:g} must not exceed high_score {self.high_score:g}")
+        return self
 
 
 class OutputConfig(_Section):
     dir: str = "runs/fastsam-stream"
     video: bool = True
     masks: Literal["target", "all", "none"] = "target"
+    mot: bool = False  # also write mot.txt (MOTChallenge: every tracked instance, stable ids)
     quiet: bool = False
 
 
@@ -237,18 +260,26 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def config_path(name_or_path: str | Path) -> Path:
-    """A YAML path, or the name of a bundled config (`default`, `monitoring`, `tracking`, `road`)."""
+def config_path(name_or_path: str | Path, folder: Path = CONFIG_DIR, what: str = "config") -> Path:
+    """A YAML path, or the name of a bundled one in `folder` (configs: `default`, `monitoring`, ...)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
     if path.is_dir():
-        raise ConfigError(f"config {name_or_path} is a folder; give a YAML file")
-    bundled = CONFIG_DIR / f"{name_or_path}.yaml"
+        raise ConfigError(f"{what} {name_or_path} is a folder; give a YAML file")
+    bundled = folder / f"{name_or_path}.yaml"
     if len(path.parts) == 1 and bundled.is_file():
         return bundled
-    names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-    raise ConfigError(f"no such config file: {name_or_path} (bundled configs: {names})")
+    names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+    raise ConfigError(f"no such {what} file: {name_or_path} (bundled {what}s: {names})")
+
+
+def tracker_overrides(name_or_path: str | Path) -> dict[str, Any]:
+    """The `tracker` section of a tracker YAML (bundled: configs/trackers/NAME.yaml), as overrides."""
+    data = read_yaml(config_path(name_or_path, TRACKER_DIR, "tracker config"))
+    if set(data) != {"tracker"}:
+        raise ConfigError(f"tracker config {name_or_path} must hold one section, 'tracker'")
+    return {"tracker": data["tracker"]}
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -267,9 +298,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Config from a YAML file (or defaults), with `overrides` (nested dicts) on top."""
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, tracker: str | Path | None = None
+) -> Config:
+    """Config from a YAML file (or defaults), with a tracker YAML's section (`tracker`: a file or a
+    bundled name) and then `overrides` (nested dicts) on top."""
     data = read_yaml(config_path(path)) if path is not None else {}
+    if tracker is not None:
+        data = _merge(data, tracker_overrides(tracker))
     try:
         return Config.model_validate(_merge(data, overrides or {}))
     except ValidationError as exc:

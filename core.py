@@ -284,6 +284,7 @@ class Track:
     frames_lost: int
     is_target: bool
     instance_index: int | None
+    parts: tuple[int, ...] = ()  # other rows that make up the object with instance_index this frame
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,9 @@ class TargetChange:
     add_rows: tuple[int, ...] = ()
     drop_ids: frozenset[int] = frozenset()
     drop_all: bool = False
+    # For an added row, the other rows that make up the same object with it (a prompt's merged
+    # selection): a tracker may follow their union.
+    parts: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def only(cls, *rows: int) -> "TargetChange":
@@ -304,7 +308,8 @@ class TargetChange:
         """This change followed by `later` on the same frame."""
         if later.drop_all:
             return later
-        return TargetChange(self.add_rows + later.add_rows, self.drop_ids | later.drop_ids, self.drop_all)
+        return TargetChange(self.add_rows + later.add_rows, self.drop_ids | later.drop_ids, self.drop_all,
+                            {**self.parts, **later.parts})
 
 
 @dataclass(frozen=True, eq=False)

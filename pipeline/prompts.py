@@ -24,9 +24,12 @@ import numpy as np
 
 from ..core import Instances, Prompt
 from ..errors import PromptError
+from ..trackers.matching import complete_within
 
 # Text restricted to a box scores the instances with at least this share of their box inside it.
 INSIDE_BOX_SHARE = 0.5
+# A box prompt's target takes the parts with at least this share of their box inside the box.
+PART_INSIDE_BOX = 0.8
 
 
 class TextScorer(Protocol):
@@ -190,7 +193,13 @@ def _select_by_boxes(prompt: Prompt, instances: Instances, candidates: np.ndarra
         if row in chosen:
             raise PromptError(f"{label} selects the same instance as box {chosen.index(row) + 1}: give each object its own box")
         chosen.append(row)
-    return tuple(Selection((row,), row) for row in chosen)
+    # An object the segmenter cut into parts (a rider and the bike) fills the box only with all of
+    # them: the parts lying inside the box that make the union fit it better join the target.
+    others = [r for r in candidates.tolist() if r not in chosen]
+    return tuple(
+        Selection((row, *complete_within(instances.boxes, [row], box, others, PART_INSIDE_BOX)), row)
+        for row, box in zip(chosen, prompt.boxes)
+    )
 
 
 def _select_by_text(

@@ -84,8 +84,8 @@ class _Lane:
         frame, instances = item.frame, item.instances
         self._follow_size(frame.width, frame.height, frame.index)
         change, selections, notes = self._due_changes(item)
-        tracks = self.tracker.update(instances, change)
-        rows = {t.id: (t.instance_index,) for t in tracks if t.is_target and t.instance_index is not None}
+        tracks = self.tracker.update(instances, change, frame.image)
+        rows = {t.id: (t.instance_index, *t.parts) for t in tracks if t.is_target and t.instance_index is not None}
         for selection in selections:  # a point prompt's merged instances form the target on its own frame
             track_id = next((t.id for t in tracks if t.instance_index == selection.track_row), None)
             if track_id in rows:
@@ -122,7 +122,8 @@ class _Lane:
                                            message=f"{pending.describe()}: {exc}"))
                     continue
                 selections.extend(chosen)
-                step = TargetChange(add_rows=tuple(s.track_row for s in chosen), drop_all=pending.replace)
+                step = TargetChange(add_rows=tuple(s.track_row for s in chosen), drop_all=pending.replace,
+                                    parts={s.track_row: s.rows for s in chosen if len(s.rows) > 1})
             notes.append(pending.describe())
             change = step if change is None else change.then(step)
         return change, selections, notes

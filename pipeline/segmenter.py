@@ -39,7 +39,7 @@ class SegmenterSettings:
     weights: str = DEFAULT_WEIGHTS
     device: str | None = None  # None: cuda:0 when available, else cpu
     imgsz: int = 640
-    conf: float = 0.4
+    conf: float = 0.1  # low, for the tracker's second round (see TrackerConfig.high_score)
     iou: float = 0.7
     max_det: int = 300
     agnostic_nms: bool = True  # FastSAM is class-agnostic; keeps one instance per object

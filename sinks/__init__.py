@@ -2,6 +2,7 @@
 
 from .base import CallbackSink, Sink, as_sink
 from .jsonl import EventLogSink, JsonlSink, decode_rle, encode_rle
+from .mot import MotSink
 from .video import VideoSink, annotate
 
-__all__ = ["CallbackSink", "EventLogSink", "JsonlSink", "Sink", "VideoSink", "annotate", "as_sink", "decode_rle", "encode_rle"]
+__all__ = ["CallbackSink", "EventLogSink", "JsonlSink", "MotSink", "Sink", "VideoSink", "annotate", "as_sink", "decode_rle", "encode_rle"]

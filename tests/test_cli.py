@@ -180,3 +180,21 @@ def test_progress_bar_on_a_terminal(cli, weights, davis, tmp_path):
 def test_debug_shows_the_traceback(cli, tmp_path):
     done = _run(cli, "run", str(tmp_path / "missing.mp4"), "--debug")
     assert done.returncode != 0 and "Traceback" in done.stderr and "SourceError" in done.stderr
+
+
+def test_track_everything_writes_a_mot_file_matching_tracks_jsonl(cli, weights, davis, tmp_path):
+    frames = davis.parent / "mot/MOT17-mini/train/MOT17-02-FRCNN/img1"
+    done = _run(cli, "run", str(frames), "--weights", str(weights), "--device", "cpu", "--mot", "--masks", "all",
+                "--no-video", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(",") for line in (tmp_path / "mot.txt").read_text().splitlines()]
+    assert rows and all(len(r) == 10 and r[7:] == ["-1", "-1", "-1"] for r in rows)
+    records = [json.loads(line) for line in (tmp_path / "tracks.jsonl").read_text().splitlines()]
+    expected = {(r["frame"] + 1, t["id"]) for r in records for t in r["tracks"] if t["state"] == "tracked"}
+    assert {(int(r[0]), int(r[1])) for r in rows} == expected  # 1-based frames, the same ids
+    assert len({int(r[1]) for r in rows}) >= 5  # every instance gets its own id, no prompt needed
+    for r in rows:  # 1-based boxes (MOTChallenge): x = x1 + 1
+        frame, track_id, x, y = int(r[0]), int(r[1]), float(r[2]), float(r[3])
+        [box] = [t["box"] for t in records[frame - 1]["tracks"] if t["id"] == track_id]
+        assert (x, y) == pytest.approx((box[0] + 1, box[1] + 1), abs=0.01)
+    assert all("mask" in t for r in records for t in r["tracks"] if t["state"] == "tracked")

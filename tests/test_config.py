@@ -71,3 +71,26 @@ def test_sources_are_strings_or_named_entries(tmp_path):
     config = load_config(path)
     assert [(e.path, e.id) for e in config.sources] == [("a.mp4", None), ("rtsp://cam/1", "front")]
     assert [(e.path, e.id) for e in load_config(overrides={"sources": "b.mp4"}).sources] == [("b.mp4", None)]
+
+
+def test_bundled_tracker_configs_load_by_name_and_bytetrack_is_the_default():
+    from fastsam_stream.config import TRACKER_DIR
+
+    assert sorted(p.stem for p in TRACKER_DIR.glob("*.yaml")) == ["bytetrack", "iou"]
+    assert load_config(tracker="bytetrack").tracker == Config().tracker  # the file documents the defaults
+    assert load_config(tracker="iou").tracker.kind == "iou"
+
+
+def test_tracker_files_hold_one_tracker_section(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("tracker:\n  kind: iou\n  max_age: 7\n")
+    config = load_config(overrides={"tracker": {"max_age": 9}}, tracker=mine)
+    assert (config.tracker.kind, config.tracker.max_age) == ("iou", 9)  # command-line options still win
+    mine.write_text("tracker:\n  kind: iou\nmodel:\n  imgsz: 320\n")
+    with pytest.raises(ConfigError, match="must hold one section, 'tracker'"):
+        load_config(tracker=mine)
+    with pytest.raises(ConfigError, match="bundled tracker configs: bytetrack, iou"):
+        load_config(tracker="sort")
+    mine.write_text("tracker:\n  low_score: 0.6\n  high_score: 0.5\n")
+    with pytest.raises(ConfigError, match="low_score 0.6 must not exceed high_score 0.5"):
+        load_config(tracker=mine)

@@ -35,9 +35,10 @@ def test_wheel_holds_only_the_fastsam_stream_package(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"fastsam_stream", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
-    for sub in ("pipeline", "trackers", "sources", "sinks"):
+    for sub in ("pipeline", "trackers", "sources", "sinks", "evaluation"):
         assert f"fastsam_stream/{sub}/__init__.py" in names
     assert "fastsam_stream/configs/default.yaml" in names
+    assert {"fastsam_stream/configs/trackers/bytetrack.yaml", "fastsam_stream/configs/trackers/iou.yaml"} <= set(names)
     assert not any(n.startswith("fastsam_stream/tests/") for n in names)
 
 
@@ -87,7 +88,8 @@ def test_the_wheel_imports_from_its_install_and_runs_beside_same_named_packages(
     assert Path(done.stdout.strip()).is_relative_to(clean_env["site"])  # the wheel, not the checkout
     run = subprocess.run(
         [clean_env["script"], "run", str(videos / "carphone_pristine.mp4"), "--weights", str(weights),
-         "--device", "cpu", "--imgsz", "320", "--box", "28,16,176,143", "--out", str(tmp_path), "--quiet"],
+         "--device", "cpu", "--imgsz", "320", "--box", "28,16,176,143", "--out", str(tmp_path), "--quiet",
+         "--tracker", "iou"],  # a bundled tracker config, read from the installed package
         capture_output=True, text=True, env=clean_env["env"], cwd=clean_env["cwd"], timeout=300,
     )
     assert run.returncode == 0, run.stderr

@@ -181,9 +181,13 @@ def test_ground_truth_box_selects_the_object(scene, sequence):
     [chosen] = select(Prompt(boxes=[_box_of(s.gt)]), s.instances)
     # On every sequence the box picks the instance closest to the ground truth (measured on all six),
     # although it ranks by IoU with the box region, not with the object.
-    assert chosen.rows == (s.best,)
+    assert chosen.track_row == s.best
     if sequence in WHOLE:
         assert s.ious[chosen.track_row] >= MIN_IOU
+    # Where the segmenter cut the object in parts (bmx-trees: the rider and the bike), the parts
+    # inside the box join the target, and the union is closer to the object than any one part.
+    if len(chosen.rows) > 1:
+        assert _iou(_selected_mask(s, chosen.rows), s.gt) > s.ious[s.best] + 0.05
 
 
 @pytest.mark.parametrize("sequence", SEQUENCES)

@@ -1,6 +1,7 @@
-"""A Hungarian-matching IoU tracker: cost = 1 − box IoU, solved with lap, states tracked/lost/removed.
-
-Small on purpose. Motion models, low-score recovery and re-identification are later additions.
+"""The plain tracker (`tracker.kind: iou`): cost = 1 − box IoU between last-seen boxes and this
+frame's instances, solved with lap; states tracked/lost/removed. No motion model, no second
+round, no re-acquisition: the baseline that trackers/byte_tracker.py is measured against, and
+the protocol every tracker follows.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from .matching import box_iou, linear_assignment
 
 
 class Tracker(Protocol):
-    def update(self, instances: Instances, targets: TargetChange | None = None) -> tuple[Track, ...]:
-        """Match this frame's instances, then apply `targets`: drop targets, and make the tracks
-        matched to its rows targets."""
+    def update(
+        self, instances: Instances, targets: TargetChange | None = None, image: np.ndarray | None = None
+    ) -> tuple[Track, ...]:
+        """Match this frame's instances (of `image`, BGR, for trackers that look at pixels), then
+        apply `targets`: drop targets, and make the tracks matched to its rows targets."""
         ...
 
 
@@ -51,7 +54,9 @@ class IoUTracker:
         self._next_id = 1
         self._frame = -1
 
-    def update(self, instances: Instances, targets: TargetChange | None = None) -> tuple[Track, ...]:
+    def update(
+        self, instances: Instances, targets: TargetChange | None = None, image: np.ndarray | None = None
+    ) -> tuple[Track, ...]:
         self._frame += 1
         boxes = instances.boxes
         iou = box_iou(np.array([t.box for t in self._tracks]).reshape(-1, 4), boxes)

@@ -1,0 +1,60 @@
+"""MOTChallenge results files: one line per tracked track per frame, flushed as it goes.
+
+    frame,id,bb_left,bb_top,bb_width,bb_height,conf,-1,-1,-1
+
+The MOTChallenge convention (motchallenge.net/instructions): frame numbers, ids and boxes are
+1-based, so `frame` is the frame index + 1 and bb_left/bb_top are the track's x1/y1 + 1 (a box
+from the left edge of the image starts at 1, as in the ground truth). Only tracks matched on
+the frame (state "tracked") are written: a lost track's box is a guess, which MOT scores would
+count as a false positive. One file holds one sequence, so a MotSink takes one source's results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from ..core import FrameResult, Track, TrackState
+from ..errors import OutputError
+
+
+def mot_line(frame_index: int, track: Track) -> str:
+    """The MOTChallenge line of one track on the frame with 0-based index `frame_index`."""
+    x1, y1, x2, y2 = (float(v) for v in track.box)
+    return f"{frame_index + 1},{track.id},{x1 + 1:.2f},{y1 + 1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{float(track.score):.4f},-1,-1,-1"
+
+
+class MotSink:
+    """Writes `path` (opened on the first frame, so a run that fails to start leaves nothing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: TextIO | None = None
+        self._source_id: str | None = None
+
+    def lines(self, result: FrameResult) -> list[str]:
+        return [mot_line(result.frame.index, t) for t in result.tracks if t.state is TrackState.TRACKED]
+
+    def write(self, result: FrameResult) -> None:
+        source_id = result.frame.source_id
+        if self._source_id is None:
+            self._source_id = source_id
+        elif source_id != self._source_id:  # frame numbers of two sources would collide in one file
+            raise ValueError(f"a MotSink holds one source ({self._source_id}), got a frame of {source_id}: give each source its own")
+        if self._file is None:
+            self._file = self._open()
+        text = "".join(line + "\n" for line in self.lines(result))
+        if text:
+            self._file.write(text)
+            self._file.flush()
+
+    def _open(self) -> TextIO:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return self.path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
