@@ -22,6 +22,7 @@ from .pipeline.prompts import TextScorer, read_mask
 from .pipeline.segmenter import resolve_device
 from .sinks import EventLogSink, JsonlSink, MotSink, Sink, VideoSink
 from .sources import ReconnectPolicy, Source, StreamSettings, default_id, open_source
+from .sources.redact import redact_url
 from .trackers import ByteTracker, ByteTrackerSettings, IoUTracker, Tracker
 
 
@@ -100,7 +101,7 @@ def open_sources(config: Config) -> list[Source]:
 def check_prompt_sources(config: Config, source_ids: list[str]) -> None:
     for prompt in config.all_prompts:
         if prompt.source is not None and prompt.source not in source_ids:
-            raise PromptError(f"the prompt is for source {prompt.source!r}, but the sources are {', '.join(source_ids)}")
+            raise PromptError(f"the prompt is for source {redact_url(prompt.source)!r}, but the sources are {', '.join(source_ids)}")
 
 
 def prepare_output_dir(path: Path) -> Path:

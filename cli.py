@@ -181,17 +181,25 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM shuts down like Ctrl-C: sinks are finalised
 
 
-@contextmanager
-def start_control(config: Any, pipeline: Any) -> Iterator[None]:
-    """The control interface the config asks for, for the length of the run."""
-    from .pipeline.control import ControlServer, StdinControl
+def bind_control(config: Any) -> Any:
+    """The control endpoint the config asks for, bound now: a taken port fails before the model loads."""
+    if config.control.port is None:
+        return None
+    from .pipeline.control import ControlServer
 
-    server = None
-    if config.control.port is not None:
-        try:
-            server = ControlServer(pipeline, config.control.port)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on 127.0.0.1:{config.control.port}: {exc.strerror or exc}") from None
+    try:
+        return ControlServer(None, config.control.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on 127.0.0.1:{config.control.port}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def controlled(config: Any, server: Any, pipeline: Any) -> Iterator[None]:
+    """Hand the pipeline to the control interface for the length of the run."""
+    from .pipeline.control import StdinControl
+
+    if server is not None:
+        server.pipeline = pipeline
         print(f"control: POST JSON commands to {server.url}/commands (GET {server.url}/targets)", file=sys.stderr, flush=True)
     if config.control.stdin:
         StdinControl(pipeline, sys.stdin)
@@ -211,13 +219,19 @@ def run(args: argparse.Namespace) -> int:
 
     quiet_ultralytics(verbose=args.debug)
     config = load_config(args.config, overrides_from(args), tracker=args.tracker)
-    pipeline = build_pipeline(config)
+    server = bind_control(config)
+    try:
+        pipeline = build_pipeline(config)
+    except BaseException:
+        if server is not None:
+            server.close()
+        raise
     # From here on a signal only asks the pipeline to stop after the frame in hand, so every sink
     # ends on the same frame and is finalised; a second signal changes nothing.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
     show = not config.output.quiet and sys.stderr.isatty()
-    with start_control(config, pipeline), tqdm(total=pipeline.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
+    with controlled(config, server, pipeline), tqdm(total=pipeline.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
         try:
             for _ in pipeline:
                 bar.update(1)

@@ -86,13 +86,15 @@ Box = tuple[float, float, float, float]
 class PromptConfig(_Section):
     """One prompt. The rules for combining its parts are Prompt's (core.py), checked here too."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
     source: str | None = None  # the source id the prompt is for; None: every source
     frame: int = Field(0, ge=0)
     box: Box | None = None  # one box
     boxes: list[Box] = []  # several boxes: one target each
     points: list[tuple[float, float] | tuple[float, float, int]] = []
     text: str | None = None
-    top_k: int = Field(1, ge=1)
+    top_k: int | None = Field(None, ge=1)
     min_similarity: float | None = Field(None, ge=-1.0, le=1.0)
     mask: str | None = Field(None, min_length=1)  # a mask image's path (nonzero pixels: the object)
 
@@ -117,12 +119,13 @@ class PromptConfig(_Section):
 
     @property
     def is_empty(self) -> bool:
-        return not self.all_boxes and not self.points and self.text is None and self.mask is None
+        return (not self.all_boxes and not self.points and self.text is None and self.mask is None
+                and self.top_k is None and self.min_similarity is None)
 
     @model_validator(mode="after")
     def _source_needs_a_prompt(self) -> "PromptConfig":
         if self.is_empty and self.source is not None:
-            raise ValueError(f"prompt.source {self.source!r} is set but there is no box, point, text or mask to apply to it")
+            raise ValueError("prompt.source is set but there is no box, point, text or mask to apply to it")
         return self
 
     @model_validator(mode="after")
@@ -245,7 +248,8 @@ def one_line(error: ValidationError) -> str:
         if key == "source.path":
             return "unknown config key 'source.path': sources are listed under 'sources' (a list of paths, URLs or {id, path})"
         return f"unknown config key {key!r}"
-    if first["loc"][0] == "sources":  # a source's value may be a URL with a password: never echo it
+    if first["loc"][0] in ("sources", "prompt", "prompts"):
+        # a source (also a prompt's `source`) may be a URL with a password: never echo the value
         return f"config key {key!r}: {message}"
     return f"config key {key!r}: {message} (got {first.get('input')!r})"
 

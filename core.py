@@ -178,6 +178,8 @@ class Prompt:
     - `text`: the instance CLIP finds most similar (`top_k` of them, or every one at least
       `min_similarity`), one target each;
     - `mask` H×W bool (frame size): the instance with the highest mask IoU.
+    Text picks the most similar instance; `top_k` the k most similar; `min_similarity` alone,
+    every instance at least that similar (with `top_k` too: the k most similar of those).
     Combinations FastSAM's semantics allow: background points with boxes or text (they remove the
     instances holding them), and text with one box (only instances mostly inside it are scored).
     Coordinates are source pixels, checked against the frame when the prompt is applied
@@ -191,7 +193,7 @@ class Prompt:
     mask: np.ndarray | None = None  # H×W bool
     frame: int = 0
     source_id: str | None = None  # None: every source
-    top_k: int = 1  # text: how many instances become targets (the most similar first)
+    top_k: int | None = None  # text: the k most similar become targets; None: 1, or all with min_similarity
     min_similarity: float | None = None  # text: only instances at least this similar (cosine)
 
     def __post_init__(self) -> None:
@@ -210,8 +212,12 @@ class Prompt:
             raise PromptError(f"prompt frame must be >= 0, got {self.frame}")
         if self.text is not None and not self.text.strip():
             raise PromptError("a text prompt must not be empty")
-        if self.top_k < 1:
+        if self.top_k is not None and self.top_k < 1:
             raise PromptError(f"top_k must be >= 1, got {self.top_k}")
+        if not self.text and (self.top_k is not None or self.min_similarity is not None):
+            raise PromptError("top_k and min_similarity choose among a text prompt's matches: give text too")
+        if not (np.isfinite(points).all() and np.isfinite(boxes).all()):
+            raise PromptError("prompt points and boxes must be finite numbers")
         object.__setattr__(self, "points", points)
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "boxes", boxes)

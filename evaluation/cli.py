@@ -119,6 +119,10 @@ def run_eval(args: argparse.Namespace) -> int:
     quiet_ultralytics(verbose=args.debug)
     config = evaluation_config(load_config(args.config, eval_overrides(args), tracker=args.tracker))
     items = _datasets(args)  # wrong root or --seq: fails here, before the model loads
+    if args.eval_kind == "mot":
+        from .metrics import require_trackeval
+
+        require_trackeval()  # before the model loads and every sequence runs, not after
     out = prepare_output_dir(Path(args.out or f"runs/eval/{args.eval_kind}"))
     report = _evaluate(args, config, items, out)
     for line in finish(report, out):

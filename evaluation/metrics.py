@@ -185,7 +185,8 @@ MOT_FIELDS = {  # report name: (TrackEval metric, field)
 }
 
 
-def _trackeval():
+def require_trackeval():
+    """The trackeval module, or a one-line error naming the extra that installs it."""
     try:
         import trackeval
     except ImportError:
@@ -205,7 +206,7 @@ def mot_scores(gt_folder: Path, tracker_folder: Path, frames: Mapping[str, int])
     MOTChallenge 10-field format); `frames`: each sequence's frame count. Returns one dict of
     MOT_FIELDS per sequence, and TrackEval's combination over all of them under "COMBINED"
     (HOTA and IDF1 over the pooled counts, not a mean of the per-sequence values)."""
-    trackeval = _trackeval()
+    trackeval = require_trackeval()
     dataset = trackeval.datasets.MotChallenge2DBox({
         "GT_FOLDER": str(gt_folder), "TRACKERS_FOLDER": str(Path(tracker_folder).parent),
         "TRACKERS_TO_EVAL": [Path(tracker_folder).name], "TRACKER_SUB_FOLDER": "data",

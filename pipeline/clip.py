@@ -38,6 +38,7 @@ from ..errors import ConfigError, ModelError
 
 CropMode = Literal["masked", "box"]
 BLANK = (255, 255, 255)  # FastSAM's _segment_image fills what it cuts away with white (ultralytics: black)
+MAX_CACHED_TEXTS = 256  # text embeddings kept per scorer (oldest dropped first)
 MASK_CHUNK = 32  # masks are assembled at frame size: 32 rows of 1080p are 66 MB, 300 would be 600 MB
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
 
@@ -179,6 +180,8 @@ class ClipTextScorer:
         """The normalised embedding (D,) of `text`, encoded once per scorer."""
         key = _prompt_key(text)
         if key not in self._texts:
+            if len(self._texts) >= MAX_CACHED_TEXTS:  # texts sent over the control interface must not pile up
+                self._texts.pop(next(iter(self._texts)))
             tokens = self.tokenizer([key]).to(self.device)
             self._texts[key] = F.normalize(self.model.encode_text(tokens).float(), dim=-1)[0]
         return self._texts[key]

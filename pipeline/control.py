@@ -74,11 +74,14 @@ def apply_command(command: ControlCommand, pipeline: "Pipeline") -> str:
 
 
 class ControlServer:
-    """The HTTP endpoint, serving in a daemon thread until `close()` (or the `with` block ends)."""
+    """The HTTP endpoint, serving in a daemon thread until `close()` (or the `with` block ends).
 
-    def __init__(self, pipeline: "Pipeline", port: int = 0, host: str = "127.0.0.1") -> None:
+    It may start before its pipeline exists (the command line binds the port before the model
+    loads, so a taken port fails at once); until `pipeline` is set it answers 503."""
+
+    def __init__(self, pipeline: "Pipeline | None" = None, port: int = 0, host: str = "127.0.0.1") -> None:
         self.pipeline = pipeline
-        self._server = ThreadingHTTPServer((host, port), _handler_for(pipeline))
+        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="control-http", daemon=True)
         self._thread.start()
@@ -99,14 +102,21 @@ class ControlServer:
         self.close()
 
 
-def _handler_for(pipeline: "Pipeline") -> type[BaseHTTPRequestHandler]:
+def _handler_for(control: ControlServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = 10  # seconds: a client that announces more body than it sends cannot hold a thread for ever
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.rstrip("/") != "/commands":
                 return self._reply(HTTPStatus.NOT_FOUND, {"error": "POST commands to /commands"})
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
+            try:
+                length = int(self.headers.get("Content-Length") or "")
+            except ValueError:
+                return self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "send the command with a Content-Length"})
+            if not 0 <= length <= MAX_BODY:
                 return self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"a command is at most {MAX_BODY} bytes"})
+            pipeline = control.pipeline
+            if pipeline is None:
+                return self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the pipeline is still starting"})
             try:
                 done = apply_command(parse_command(self.rfile.read(length)), pipeline)
             except PromptError as exc:
@@ -120,7 +130,9 @@ def _handler_for(pipeline: "Pipeline") -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             if self.path.rstrip("/") != "/targets":
                 return self._reply(HTTPStatus.NOT_FOUND, {"error": "GET /targets, or POST /commands"})
-            self._reply(HTTPStatus.OK, pipeline.targets())
+            if control.pipeline is None:
+                return self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the pipeline is still starting"})
+            self._reply(HTTPStatus.OK, control.pipeline.targets())
 
         def _reply(self, status: HTTPStatus, body: dict) -> None:
             data = json.dumps(body).encode()

@@ -7,7 +7,7 @@ Selection follows the FastSAM paper (and its reference code) where it has an ans
   point; what remains is merged into one target;
 - text: each candidate's crop is scored against the text by CLIP (a `TextScorer`, see
   pipeline/clip.py); the most similar instance is the target (or the `top_k` most similar, or
-  every one above `min_similarity`).
+  every one at least `min_similarity` similar).
 Added here: a mask prompt (highest mask IoU, as video-object-segmentation benchmarks seed an
 object), background points that veto candidates of a box or text prompt, and text restricted to
 a box (only instances mostly inside it are scored).
@@ -24,7 +24,7 @@ import numpy as np
 
 from ..core import Instances, Prompt
 from ..errors import PromptError
-from ..trackers.matching import complete_within
+from ..trackers.matching import complete_within, share_inside
 
 # Text restricted to a box scores the instances with at least this share of their box inside it.
 INSIDE_BOX_SHARE = 0.5
@@ -47,11 +47,12 @@ class Selection:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A mask prompt from an image file (PNG, JPEG, ...): nonzero pixels, in any channel, are the object."""
+    """A mask prompt from an image file (PNG, JPEG, ...): nonzero pixels, in any colour channel, are
+    the object (an alpha channel is ignored: an opaque black background is still background)."""
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
     if image is None:
         raise PromptError(f"cannot read mask image {path}: not found or not an image")
-    mask = image.any(axis=2) if image.ndim == 3 else image > 0
+    mask = image[..., :3].any(axis=2) if image.ndim == 3 else image > 0
     if not mask.any():
         raise PromptError(f"mask image {path} is empty (every pixel is 0)")
     return mask
@@ -137,18 +138,17 @@ def select_by_points(instances: Instances, points: np.ndarray, labels: np.ndarra
 
 def rows_inside(instances: Instances, box: np.ndarray, share: float = INSIDE_BOX_SHARE) -> np.ndarray:
     """Rows with at least `share` of their box's area inside `box`."""
-    b = instances.boxes
-    w = np.clip(np.minimum(b[:, 2], box[2]) - np.maximum(b[:, 0], box[0]), 0, None)
-    h = np.clip(np.minimum(b[:, 3], box[3]) - np.maximum(b[:, 1], box[1]), 0, None)
-    return np.flatnonzero(w * h >= share * np.maximum(instances.areas, 1e-6))
+    return np.flatnonzero(share_inside(instances.boxes, box) >= share)
 
 
-def pick_by_similarity(similarities: np.ndarray, top_k: int, min_similarity: float | None) -> list[int]:
-    """Positions of the chosen scores: the `top_k` highest (at least `min_similarity` when given), best first."""
+def pick_by_similarity(similarities: np.ndarray, top_k: int | None, min_similarity: float | None) -> list[int]:
+    """Positions of the chosen scores, best first: the `top_k` highest (default 1), or with
+    `min_similarity` every one at least that similar (at most `top_k` when given)."""
     order = np.argsort(-similarities, kind="stable")
     if min_similarity is not None:
         order = order[similarities[order] >= min_similarity]
-    return [int(i) for i in order[:top_k]]
+    limit = top_k if top_k is not None else (len(order) if min_similarity is not None else 1)
+    return [int(i) for i in order[:limit]]
 
 
 def _restrict(rows: np.ndarray, candidates: np.ndarray | None) -> np.ndarray:
@@ -177,8 +177,8 @@ def select(
     rows = select_by_points(instances, prompt.points, prompt.labels)
     if not rows:
         raise PromptError(f"no instance contains the foreground point(s) on frame {prompt.frame}")
-    # FastSAM merges every selected instance into one mask; a video target has to be one instance
-    # from the next frame on, so the tracker follows the largest of them.
+    # FastSAM merges every selected instance into one mask: one target. Trackers follow the largest
+    # (`track_row`); those that keep parts (bytetrack) keep the others with it while they fit.
     areas = instances.masks(list(rows)).sum(axis=(1, 2))
     return (Selection(rows, rows[int(np.argmax(areas))]),)
 

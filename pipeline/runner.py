@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
-import queue
 import signal
 import threading
 import time
@@ -22,7 +21,8 @@ from ..core import EventKind, FrameResult, Prompt, SourceEvent, TargetChange, Tr
 from ..errors import PromptError
 from ..sinks.base import Sink, as_sink
 from ..sources.base import DropPolicy, Source
-from ..trackers import IoUTracker, Tracker
+from ..sources.redact import redact_url
+from ..trackers import ByteTracker, Tracker
 from .batcher import BatchSettings, Segmented, SegmentingStages
 from .intake import SourceEnded
 from .prompts import Selection, TextScorer, select
@@ -63,25 +63,33 @@ class _Lane:
         self.tracker = tracker
         self.sinks = sinks
         self.scorer = scorer
-        self.pending = pending  # in arrival order; only this lane's thread touches it
-        self.inbox: queue.Queue[_Pending] = queue.Queue(maxsize=MAX_PENDING_COMMANDS)  # from other threads
+        self.pending = pending  # in arrival order
+        self._inbox: list[_Pending] = []  # from other threads, moved to `pending` at each frame
+        self._lock = threading.Lock()  # guards pending, _inbox and ended between the threads
         self.target_ids: frozenset[int] = frozenset()  # replaced whole, so other threads may read it
         self.ended = False
+        self.next_index = 0  # the index after the latest frame's
         self.size: tuple[int, int] | None = None  # (width, height) of the frames so far
         self.error: BaseException | None = None  # what ended this source, if it failed
         self.summary = SourceSummary(source.source_id, is_live=source.is_live)
 
+    def check_room(self) -> None:
+        """PromptError unless this lane can take one more change."""
+        with self._lock:
+            if self.ended:
+                raise PromptError(f"source {self.source.source_id} has ended")
+            if len(self._inbox) + len(self.pending) >= MAX_PENDING_COMMANDS:
+                raise PromptError(f"{MAX_PENDING_COMMANDS} changes are already waiting for {self.source.source_id}")
+
     def submit(self, pending: _Pending) -> None:
         """Queue a change from any thread; it applies on the first frame at or after `pending.frame`."""
-        if self.ended:
-            raise PromptError(f"source {self.source.source_id} has ended")
-        try:
-            self.inbox.put_nowait(pending)
-        except queue.Full:
-            raise PromptError(f"{MAX_PENDING_COMMANDS} commands are already waiting for {self.source.source_id}") from None
+        self.check_room()
+        with self._lock:
+            self._inbox.append(pending)
 
     def result(self, item: Segmented) -> FrameResult:
         frame, instances = item.frame, item.instances
+        self.next_index = frame.index + 1
         self._follow_size(frame.width, frame.height, frame.index)
         change, selections, notes = self._due_changes(item)
         tracks = self.tracker.update(instances, change, frame.image)
@@ -103,23 +111,29 @@ class _Lane:
     def _due_changes(self, item: Segmented) -> tuple[TargetChange | None, list[Selection], list[str]]:
         """The changes due on this frame, merged in arrival order. Live sources may drop a prompt's
         own frame: the first frame at or after it is used."""
-        while not self.inbox.empty():
-            self.pending.append(self.inbox.get_nowait())
         index = item.frame.index
-        due = [p for p in self.pending if p.frame <= index]
-        self.pending = [p for p in self.pending if p.frame > index]
+        with self._lock:
+            self.pending += self._inbox
+            self._inbox.clear()
+            due = [p for p in self.pending if p.frame <= index]
+            self.pending = [p for p in self.pending if p.frame > index]
         change, selections, notes = None, [], []
         for pending in due:
+            if pending.prompt is None and pending.drop_ids is not None and not pending.drop_ids & self.target_ids:
+                self.event(SourceEvent(self.source.source_id, EventKind.PROMPT_FAILED, index, time.time(),
+                                       message=f"{pending.describe()}: no such target (targets: {sorted(self.target_ids)})"))
+                continue
             if pending.prompt is None:
                 step = TargetChange(drop_ids=pending.drop_ids or frozenset(), drop_all=pending.drop_ids is None)
             else:
                 try:
                     chosen = select(pending.prompt, item.instances, item.frame.image, self.scorer)
-                except PromptError as exc:
+                except Exception as exc:  # noqa: BLE001 - a prompt sent while running must never end the run
                     if pending.strict:
                         raise
+                    reason = str(exc) if isinstance(exc, PromptError) else f"{type(exc).__name__}: {exc}"
                     self.event(SourceEvent(self.source.source_id, EventKind.PROMPT_FAILED, index, time.time(),
-                                           message=f"{pending.describe()}: {exc}"))
+                                           message=f"{pending.describe()}: {reason}"))
                     continue
                 selections.extend(chosen)
                 step = TargetChange(add_rows=tuple(s.track_row for s in chosen), drop_all=pending.replace,
@@ -154,7 +168,13 @@ class _Lane:
     def end(self, ended: SourceEnded, interrupted: bool) -> None:
         """The source has no more frames. A failure, or a prompt never reached, ends this lane with
         an error (raised when the run is over); a live source that gave up is already reported."""
-        self.ended = True
+        with self._lock:
+            self.ended = True
+            left, self.pending = self.pending + self._inbox, [p for p in self.pending if p.strict]
+            self._inbox.clear()
+        for pending in (p for p in left if not p.strict):  # a change sent while running is never lost silently
+            self.event(SourceEvent(self.source.source_id, EventKind.PROMPT_FAILED, self.next_index, time.time(),
+                                   message=f"{pending.describe()}: the source ended before frame {pending.frame}"))
         error = ended.error
         waiting = [p.frame for p in self.pending if p.strict]
         if error is None and waiting and not interrupted and not self.source.is_live:
@@ -172,7 +192,7 @@ class Pipeline:
 
     `sources`: one Source or several; their frames share the segmenter's batches, and everything
     after segmentation is per source. `tracker`: a Tracker (one source) or a zero-argument
-    factory (default IoUTracker), called once per source. `sinks` receive every source's
+    factory (default ByteTracker), called once per source. `sinks` receive every source's
     results; `sinks_for(source)` gives sinks of one source's own. Sinks may be Sink objects or
     plain callables; a sink with an `on_event(SourceEvent)` method also gets its sources' events.
     `prompt`: one Prompt or several, each for its frame and source (None: every source); text
@@ -234,7 +254,7 @@ class Pipeline:
 
     def _tracker_for(self, tracker: Tracker | Callable[[], Tracker] | None) -> Tracker:
         if tracker is None:
-            return IoUTracker()
+            return ByteTracker()
         if not isinstance(tracker, type) and hasattr(tracker, "update"):  # an instance, not a class
             if len(self.sources) > 1:
                 raise ValueError("several sources need a tracker each: pass a factory (e.g. a class), not an instance")
@@ -244,7 +264,7 @@ class Pipeline:
     def _check_prompt(self, prompt: Prompt) -> None:
         ids = [s.source_id for s in self.sources]
         if prompt.source_id not in (None, *ids):
-            raise PromptError(f"the prompt is for source {prompt.source_id!r}, but the sources are {', '.join(ids)}")
+            raise PromptError(f"the prompt is for source {redact_url(prompt.source_id)!r}, but the sources are {', '.join(ids)}")
         if prompt.text and self.text_scorer is None:
             raise PromptError("text prompts need CLIP: pass a text_scorer (load_clip) / set clip weights")
 
@@ -261,12 +281,17 @@ class Pipeline:
             pending.append(_Pending(p.frame, p, strict=True))
         return pending
 
-    def _lanes_for(self, source_id: str | None) -> list[_Lane]:
-        if source_id is None:
-            return list(self._lanes.values())
-        if source_id not in self._lanes:
-            raise PromptError(f"no source {source_id!r}: the sources are {', '.join(self._lanes)}")
-        return [self._lanes[source_id]]
+    def _submit(self, source_id: str | None, pending: _Pending) -> None:
+        """Queue on one source, or (None) on every source still running; all of them or none."""
+        if source_id is not None and source_id not in self._lanes:
+            raise PromptError(f"no source {redact_url(source_id)!r}: the sources are {', '.join(self._lanes)}")
+        lanes = [self._lanes[source_id]] if source_id is not None else [l for l in self._lanes.values() if not l.ended]
+        if not lanes:
+            raise PromptError("every source has ended")
+        for lane in lanes:
+            lane.check_room()
+        for lane in lanes:
+            lane.submit(pending)
 
     def add_prompt(self, prompt: Prompt, replace: bool = False) -> None:
         """Apply `prompt` on frame `prompt.frame` of its source(s), or on the next frame when that
@@ -275,14 +300,21 @@ class Pipeline:
         if prompt.is_empty:
             raise PromptError("the prompt is empty: give points, boxes, text or a mask")
         self._check_prompt(prompt)
-        for lane in self._lanes_for(prompt.source_id):
-            lane.submit(_Pending(prompt.frame, prompt, replace=replace))
+        self._submit(prompt.source_id, _Pending(prompt.frame, prompt, replace=replace))
 
     def drop_targets(self, ids: Iterable[int] | None = None, source_id: str | None = None, frame: int = 0) -> None:
-        """Stop following targets `ids` (None: every target) from frame `frame` (or the next frame) on."""
-        drop = None if ids is None else frozenset(int(i) for i in ids)
-        for lane in self._lanes_for(source_id):
-            lane.submit(_Pending(frame, drop_ids=drop))
+        """Stop following targets `ids` (None: every target) from frame `frame` (or the next frame) on.
+        Ids are counted per source, so dropping ids in a run of several sources needs `source_id`."""
+        if ids is None:
+            return self._submit(source_id, _Pending(frame))
+        drop = frozenset(int(i) for i in ids)
+        if source_id is None and len(self._lanes) > 1:
+            raise PromptError("target ids are counted per source: name the source to drop them from")
+        if source_id is not None and source_id not in self._lanes:
+            raise PromptError(f"no source {redact_url(source_id)!r}: the sources are {', '.join(self._lanes)}")
+        if not drop:
+            raise PromptError("no target ids given to drop (give none at all to drop every target)")
+        self._submit(source_id if source_id is not None else self.sources[0].source_id, _Pending(frame, drop_ids=drop))
 
     def targets(self) -> dict[str, list[int]]:
         """Current target ids of every source (as of its latest change); safe from any thread."""

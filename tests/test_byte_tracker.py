@@ -776,3 +776,14 @@ def test_target_that_leaves_the_frame_is_reacquired_when_it_comes_back():
     back = by_id(step(tracker, blob(box_at(20, 20), BLUE), blob(box_at(width - SIDE - 30, 110))))
     assert back[first.id].state is TrackState.TRACKED and back[first.id].instance_index == 1
     assert not any(t.is_target and t.id != first.id for t in back.values())
+
+
+def test_two_targets_never_follow_one_object_segmented_twice():
+    """Two targets side by side; the next frame the segmenter gives one object two boxes (a
+    leftover of NMS) where both targets' predictions reach: only one target may take it."""
+    tracker = ByteTracker()
+    first = step(tracker, blob(box_at(100, 100)), blob(box_at(128, 100), BLUE), target=(0, 1))
+    assert len([t for t in first if t.is_target]) == 2
+    tracks = step(tracker, blob(box_at(114, 100)), blob((116, 98, 156, 136)))
+    held = [t for t in tracks if t.is_target and t.instance_index is not None]
+    assert len(held) == 1

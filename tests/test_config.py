@@ -40,6 +40,8 @@ def test_overrides_win_over_the_file(tmp_path):
         ("prompts:\n  - {mask: m.png, box: [1, 1, 5, 5]}\n", "'prompts.0': a mask prompt stands alone"),
         ("prompt:\n  text: a dog\n  top_k: 0\n", "'prompt.top_k'"),
         ("clip:\n  crop: square\n", "'clip.crop'"),
+        ("prompt:\n  box: [.nan, 0, 5, 5]\n", "'prompt.box.0'"),
+        ("prompt:\n  top_k: 3\n", "give text too"),
         ("control:\n  port: 70000\n", "'control.port'"),
         ("output:\n  masks: some\n", "'output.masks'"),
         ("- just\n- a list\n", "mapping"),
@@ -94,3 +96,10 @@ def test_tracker_files_hold_one_tracker_section(tmp_path):
     mine.write_text("tracker:\n  low_score: 0.6\n  high_score: 0.5\n")
     with pytest.raises(ConfigError, match="low_score 0.6 must not exceed high_score 0.5"):
         load_config(tracker=mine)
+
+
+@pytest.mark.parametrize("prompt", [{"source": "rtsp://admin:s3cret@cam/x"}, {"source": "rtsp://admin:s3cret@cam/x", "box": [3, 3, 1, 1]}])
+def test_prompt_errors_never_echo_a_source_url_with_its_password(prompt):
+    with pytest.raises(ConfigError) as caught:
+        load_config(overrides={"prompt": prompt})
+    assert "s3cret" not in str(caught.value)

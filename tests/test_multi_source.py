@@ -366,7 +366,7 @@ def test_four_real_sources_together_give_each_the_same_outputs_as_alone(weights,
         return fs.open_source(specs[source_id], source_id=source_id)
 
     together = tmp_path / "together"
-    fs.Pipeline([source(i) for i in specs], segmenter, tracker=fs.IoUTracker,
+    fs.Pipeline([source(i) for i in specs], segmenter,
                 sinks_for=lambda s: [fs.JsonlSink(together / f"{s.source_id}.jsonl", masks="none")]).run()
     for source_id in specs:
         alone = tmp_path / f"alone-{source_id}.jsonl"

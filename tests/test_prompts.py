@@ -130,6 +130,8 @@ def test_text_top_k_and_threshold_give_several_targets(scene):
     scorer = FixedScorer([0.1, 0.3, 0.25])
     assert [s.rows for s in select(Prompt(text="x", top_k=2), scene, IMAGE, scorer)] == [(1,), (2,)]
     assert [s.rows for s in select(Prompt(text="x", top_k=5, min_similarity=0.2), scene, IMAGE, scorer)] == [(1,), (2,)]
+    # min_similarity alone: every instance that similar, not just the best one
+    assert [s.rows for s in select(Prompt(text="x", min_similarity=0.2), scene, IMAGE, scorer)] == [(1,), (2,)]
     with pytest.raises(PromptError, match="at least 0.5 similar"):
         select(Prompt(text="x", min_similarity=0.5), scene, IMAGE, scorer)
 
@@ -152,6 +154,9 @@ def test_text_restricted_to_a_box_and_vetoed_by_background_points(scene):
         ({"mask": np.ones((4, 4)), "boxes": [[0, 0, 5, 5]]}, "stands alone"),
         ({"points": [[1, 1]], "labels": [2]}, "1 \\(foreground\\) or 0"),
         ({"text": "x", "top_k": 0}, "top_k"),
+        ({"boxes": [[0, 0, 5, 5]], "top_k": 2}, "give text too"),
+        ({"boxes": [[float("nan"), 0, 5, 5]]}, "finite"),
+        ({"points": [[float("inf"), 1]], "labels": [1]}, "finite"),
     ],
 )
 def test_bad_prompt_combinations_are_prompt_errors(kwargs, message):

@@ -107,7 +107,9 @@ def test_stream_reconnects_after_kills_and_a_resolution_change_keeping_the_targe
     # One target id throughout: the driver is still there after each outage and each size change,
     # and his box follows the resolution (twice as wide at 352x288).
     assert len({t.id for r in director.results for t in r.tracks if t.is_target}) == 1
-    widths = [[r.target.box[2] - r.target.box[0] for r in c if r.target_found] for c in director.connections]
+    # Each connection replays the clip from its start: its first 25 frames show the same scene, so
+    # their widths compare like with like (later frames depend on when the server was killed).
+    widths = [[r.target.box[2] - r.target.box[0] for r in c[:25] if r.target_found] for c in director.connections]
     assert np.median(widths[1]) == pytest.approx(2 * np.median(widths[0]), rel=0.2)
     assert np.median(widths[2]) == pytest.approx(np.median(widths[0]), rel=0.2)
 

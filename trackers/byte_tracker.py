@@ -30,8 +30,15 @@ DUPLICATE_IOU = 0.6  # an unmatched instance this close to a matched one is a le
 STOP_AFTER = 5  # frames lost after which a track's velocity is forgotten (it no longer predicts)
 APPEARANCE_EVERY = 5  # frames between updates of a target's colour model (each renders its mask)
 APPEARANCE_WEIGHT = 0.2
+# A lost target is re-acquired only on an instance of a similar area (this factor either way): a
+# hand next to a lost driver has skin and shirt colours too, but a fraction of his size.
+MAX_SIZE_CHANGE = 2.0
+SEARCH_CHUNK = 16  # candidate masks rendered at once while a lost target looks for itself
 EDGE = 2  # pixels: a box this close to the frame's edge is cut by it
-CLAIMED_IOU = 0.5  # an instance this close to another track's predicted box belongs to that track
+CLAIMED_IOU = 0.5
+# Two targets whose boxes overlap this much this frame are on one object (a pedestrian segmented
+# twice overlaps its duplicate at 0.5-0.6 when the two boxes differ in height).
+SAME_OBJECT_IOU = 0.5  # an instance this close to another track's predicted box belongs to that track
 FILLS_ITS_BOX = 0.7  # a matched instance this close to its predicted box is whole: it needs no parts
 
 
@@ -103,6 +110,7 @@ class ByteTracker:
         taken = set(matched.values())
         for track in following:
             self._complete_target(track, instances, matched, taken, image)
+        self._one_object_one_target(following, instances, matched)
         matched.update(self._match([t for t in self._tracks if not t.is_target], instances, taken))
         taken.update(matched.values())
         for track in self._tracks:
@@ -155,6 +163,20 @@ class ByteTracker:
         if row is not None:
             taken.update((row, *track.parts))
 
+    def _one_object_one_target(self, following: list[_Track], instances: Instances, matched: dict[int, int]) -> None:
+        """Two targets on two boxes of one object (the segmenter left a duplicate): the one that fits its
+        prediction worse is lost this frame, rather than both following the same object from now on."""
+        held = sorted((t for t in following if t.id in matched),
+                      key=lambda t: -box_iou(instances.boxes[matched[t.id]], t.box)[0, 0])
+        kept: list[_Track] = []
+        for track in held:
+            box = union_box(instances.boxes[[matched[track.id], *track.parts]])
+            if any(box_iou(box, union_box(instances.boxes[[matched[k.id], *k.parts]]))[0, 0] >= SAME_OBJECT_IOU for k in kept):
+                del matched[track.id]  # its rows stay taken: nobody else should start on them either
+                track.parts = ()
+            else:
+                kept.append(track)
+
     def _take_parts(self, track: _Track, instances: Instances, row: int | None, free: list[int]) -> int | None:
         """Set the parts that complete the target in its predicted box; returns its (main) row, which the
         parts alone may provide when no single instance matched (the object split)."""
@@ -190,13 +212,17 @@ class ByteTracker:
         near = [
             r for r in free
             if np.hypot(*((instances.boxes[r, :2] + instances.boxes[r, 2:]) / 2 - centre)) <= radius
-            and 0.25 <= instances.areas[r] / area <= 4.0
+            and 1 / MAX_SIZE_CHANGE <= instances.areas[r] / area <= MAX_SIZE_CHANGE
         ]
         if not near or not instances.has_masks:
             return None
-        masks = instances.masks(near)
-        looks = [appearance.colour_histogram(image, m, instances.boxes[r]) for m, r in zip(masks, near)]
-        scored = [(appearance.similarity(track.colour, h), r) for h, r in zip(looks, near) if h is not None]
+        scored = []
+        for start in range(0, len(near), SEARCH_CHUNK):  # masks are frame-sized: a few at a time
+            chunk = near[start : start + SEARCH_CHUNK]
+            for mask, r in zip(instances.masks(chunk), chunk):
+                look = appearance.colour_histogram(image, mask, instances.boxes[r])
+                if look is not None:
+                    scored.append((appearance.similarity(track.colour, look), r))
         best = max(scored, default=None)
         return best[1] if best is not None and best[0] >= s.min_appearance else None
 
@@ -246,6 +272,7 @@ class ByteTracker:
             if track is None:  # a row no track holds (a low score, or a part): the target starts here
                 track = self._new_track(instances.boxes[row], float(instances.scores[row]))
                 matched[track.id] = row
+                by_row[row] = track.id  # the same row added twice on one frame is one target
             track.is_target, track.colour = True, None
             track.colour_at = -APPEARANCE_EVERY
             parts = adding[row]
@@ -291,6 +318,8 @@ class ByteTracker:
         """Move every track to new frame coordinates (a stream that came back at another size)."""
         for track in self._tracks:
             track.kalman.rescale(np.array([sx, sy, sx, sy]))
+            if track.size is not None:
+                track.size = track.size * np.array([sx, sy])
 
     def _expired(self, track: _Track) -> bool:
         limit = self.settings.target_max_age if track.is_target else self.settings.max_age
