@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Sequence
-
-from ..errors import FastSAMStreamError
+from typing import Any
 
 KINDS = {
     "davis": "video object segmentation on DAVIS: J, F and J&F per sequence",

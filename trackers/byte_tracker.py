@@ -24,6 +24,7 @@ import numpy as np
 from ..core import Instances, TargetChange, Track, TrackState
 from . import appearance
 from .kalman import BoxKalman
+from .lifecycle import finish, snapshot
 from .matching import box_iou, complete_within, linear_assignment, share_inside, union_box
 
 DUPLICATE_IOU = 0.6  # an unmatched instance this close to a matched one is a leftover of NMS, not a new object
@@ -308,11 +309,16 @@ class ByteTracker:
                 track.colour_at = self._frame
 
     def _finish(self, matched: dict[int, int]) -> tuple[Track, ...]:
-        removed = [t for t in self._tracks if self._expired(t)]
-        self._tracks = [t for t in self._tracks if not self._expired(t)]
-        live = tuple(self._snapshot(t, matched.get(t.id)) for t in self._tracks)
-        # A removed track is reported once, in the frame it goes, so callers see the transition.
-        return live + tuple(self._snapshot(t, None, TrackState.REMOVED) for t in removed)
+        def report(track: _Track, removed: bool) -> Track:
+            if removed:
+                return snapshot(track, self._frame, track.box, None, TrackState.REMOVED)
+            row = matched.get(track.id)
+            box = track.measured if row is not None and track.measured is not None else track.box
+            return snapshot(track, self._frame, box, row, parts=track.parts)
+
+        s = self.settings
+        self._tracks, tracks = finish(self._tracks, self._frame, s.max_age, s.target_max_age, report)
+        return tracks
 
     def rescale(self, sx: float, sy: float) -> None:
         """Move every track to new frame coordinates (a stream that came back at another size)."""
@@ -320,26 +326,6 @@ class ByteTracker:
             track.kalman.rescale(np.array([sx, sy, sx, sy]))
             if track.size is not None:
                 track.size = track.size * np.array([sx, sy])
-
-    def _expired(self, track: _Track) -> bool:
-        limit = self.settings.target_max_age if track.is_target else self.settings.max_age
-        return limit is not None and self._frame - track.last_seen > limit
-
-    def _snapshot(self, track: _Track, row: int | None, state: TrackState | None = None) -> Track:
-        if state is None:
-            state = TrackState.TRACKED if row is not None else TrackState.LOST
-        box = track.measured if row is not None and track.measured is not None else track.box
-        return Track(
-            id=track.id,
-            box=tuple(float(v) for v in box),
-            score=track.score,
-            state=state,
-            age=self._frame - track.born,
-            frames_lost=self._frame - track.last_seen,
-            is_target=track.is_target,
-            instance_index=row,
-            parts=track.parts if row is not None else (),
-        )
 
 
 def _mask_iou(tracks: list[_Track], instances: Instances, rows: np.ndarray, box_iou_: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from ..core import Instances, TargetChange, Track, TrackState
+from .lifecycle import finish, snapshot
 from .matching import box_iou, linear_assignment
 
 
@@ -76,11 +77,12 @@ class IoUTracker:
         if targets is not None:
             self._change_targets(targets, matched_row)
 
-        removed = [t for t in self._tracks if self._expired(t)]
-        self._tracks = [t for t in self._tracks if not self._expired(t)]
-        live = tuple(self._snapshot(t, matched_row.get(t.id)) for t in self._tracks)
-        # A removed track is reported once, in the frame it goes, so callers see the transition.
-        return live + tuple(self._snapshot(t, None, TrackState.REMOVED) for t in removed)
+        def report(track: _LiveTrack, removed: bool) -> Track:
+            row = None if removed else matched_row.get(track.id)
+            return snapshot(track, self._frame, track.box, row, TrackState.REMOVED if removed else None)
+
+        self._tracks, tracks = finish(self._tracks, self._frame, self.max_age, self.target_max_age, report)
+        return tracks
 
     def _change_targets(self, change: TargetChange, matched_row: dict[int, int]) -> None:
         add = set(change.add_rows)
@@ -95,21 +97,3 @@ class IoUTracker:
         factor = np.array([sx, sy, sx, sy], np.float32)
         for track in self._tracks:
             track.box = track.box * factor
-
-    def _expired(self, track: _LiveTrack) -> bool:
-        limit = self.target_max_age if track.is_target else self.max_age
-        return limit is not None and self._frame - track.last_seen > limit
-
-    def _snapshot(self, track: _LiveTrack, row: int | None, state: TrackState | None = None) -> Track:
-        if state is None:
-            state = TrackState.TRACKED if row is not None else TrackState.LOST
-        return Track(
-            id=track.id,
-            box=tuple(float(v) for v in track.box),
-            score=track.score,
-            state=state,
-            age=self._frame - track.born,
-            frames_lost=self._frame - track.last_seen,
-            is_target=track.is_target,
-            instance_index=row,
-        )
