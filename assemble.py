@@ -18,11 +18,10 @@ from .config import Config
 from .core import FrameResult, Prompt
 from .errors import ConfigError, OutputError, PromptError
 from .pipeline import BatchSettings, Pipeline, SegmenterSettings, UltralyticsSegmenter
-from .pipeline.prompts import TextScorer, read_mask
+from .pipeline.prompts import TextScorer, check_source, read_mask
 from .pipeline.segmenter import resolve_device
 from .sinks import EventLogSink, JsonlSink, MotSink, Sink, VideoSink
 from .sources import ReconnectPolicy, Source, StreamSettings, default_id, open_source
-from .sources.redact import redact_url
 from .trackers import ByteTracker, ByteTrackerSettings, IoUTracker, Tracker
 
 
@@ -100,8 +99,7 @@ def open_sources(config: Config) -> list[Source]:
 
 def check_prompt_sources(config: Config, source_ids: list[str]) -> None:
     for prompt in config.all_prompts:
-        if prompt.source is not None and prompt.source not in source_ids:
-            raise PromptError(f"the prompt is for source {redact_url(prompt.source)!r}, but the sources are {', '.join(source_ids)}")
+        check_source(prompt.source, source_ids)
 
 
 def prepare_output_dir(path: Path) -> Path:

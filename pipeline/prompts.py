@@ -24,6 +24,7 @@ import numpy as np
 
 from ..core import Instances, Prompt
 from ..errors import PromptError
+from ..sources.redact import redact_url
 from ..trackers.matching import complete_within, share_inside
 
 # Text restricted to a box scores the instances with at least this share of their box inside it.
@@ -56,6 +57,12 @@ def read_mask(path: str | Path) -> np.ndarray:
     if not mask.any():
         raise PromptError(f"mask image {path} is empty (every pixel is 0)")
     return mask
+
+
+def check_source(source_id: str | None, source_ids: Sequence[str]) -> None:
+    """PromptError when a prompt names a source that is not among `source_ids` (None: every source)."""
+    if source_id is not None and source_id not in source_ids:
+        raise PromptError(f"the prompt is for source {redact_url(source_id)!r}, but the sources are {', '.join(source_ids)}")
 
 
 def check_fits(prompt: Prompt, height: int, width: int) -> None:

@@ -25,7 +25,7 @@ from ..sources.redact import redact_url
 from ..trackers import ByteTracker, Tracker
 from .batcher import BatchSettings, Segmented, SegmentingStages
 from .intake import SourceEnded
-from .prompts import Selection, TextScorer, select
+from .prompts import Selection, TextScorer, check_source, select
 from .segmenter import Segmenter
 from .summary import RunSummary, SourceSummary
 
@@ -262,9 +262,7 @@ class Pipeline:
         return tracker()
 
     def _check_prompt(self, prompt: Prompt) -> None:
-        ids = [s.source_id for s in self.sources]
-        if prompt.source_id not in (None, *ids):
-            raise PromptError(f"the prompt is for source {redact_url(prompt.source_id)!r}, but the sources are {', '.join(ids)}")
+        check_source(prompt.source_id, [s.source_id for s in self.sources])
         if prompt.text and self.text_scorer is None:
             raise PromptError("text prompts need CLIP: pass a text_scorer (load_clip) / set clip weights")
 
@@ -310,8 +308,6 @@ class Pipeline:
         drop = frozenset(int(i) for i in ids)
         if source_id is None and len(self._lanes) > 1:
             raise PromptError("target ids are counted per source: name the source to drop them from")
-        if source_id is not None and source_id not in self._lanes:
-            raise PromptError(f"no source {redact_url(source_id)!r}: the sources are {', '.join(self._lanes)}")
         if not drop:
             raise PromptError("no target ids given to drop (give none at all to drop every target)")
         self._submit(source_id if source_id is not None else self.sources[0].source_id, _Pending(frame, drop_ids=drop))

@@ -3,14 +3,15 @@ with what following one prompted object through a video needs on top.
 
 Per frame:
 1. every track's box is predicted (trackers/kalman.py);
-2. confident instances (score ≥ high_score) are matched to every live track by box IoU
-   (optionally fused with mask IoU), then the low-score ones (low_score ≤ score < high_score)
-   to the tracks still unmatched that were seen last frame (ByteTrack: an occluded or blurred
-   object often survives as a low-score detection);
+2. confident instances (score ≥ high_score) are matched by box IoU (optionally fused with mask
+   IoU), then the low-score ones (low_score ≤ score < high_score) to the tracks still unmatched
+   that were seen last frame (ByteTrack: an occluded or blurred object often survives as a
+   low-score detection); targets go through both rounds first, every other track after them;
 3. each target takes the instances that complete it inside its predicted box (an object the
    segmenter splits into parts is their union; trackers.matching.complete_within), and a lost
    target looks for itself among the unmatched instances near where it should be, by colour
-   (trackers/appearance.py) within a search radius that grows the longer it is lost;
+   (trackers/appearance.py) within a search radius that grows the longer it is lost; two
+   targets never hold one object (the worse fit is lost for the frame);
 4. confident instances left over start new tracks, unless they duplicate a matched one.
 Ids are counted per tracker; no state is shared between instances.
 """
