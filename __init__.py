@@ -1,14 +1,25 @@
 """fastsam-stream: real-time video segmentation and tracking on FastSAM.
 
-    from fastsam_stream import load_config, build_pipeline
-    pipeline = build_pipeline(load_config(overrides={"sources": ["clip.mp4"], ...}))
-    for result in pipeline:            # one FrameResult per frame, after the sinks have it
-        result.target, result.target_mask
+from fastsam_stream import load_config, build_pipeline
+pipeline = build_pipeline(load_config(overrides={"sources": ["clip.mp4"], ...}))
+for result in pipeline:            # one FrameResult per frame, after the sinks have it
+    result.target, result.target_mask
 """
 
 from .assemble import build_pipeline, prompts_from
 from .config import Config, load_config
-from .core import DenseMasks, EventKind, Frame, FrameResult, Instances, Prompt, SourceEvent, TargetChange, Track, TrackState
+from .core import (
+    DenseMasks,
+    EventKind,
+    Frame,
+    FrameResult,
+    Instances,
+    Prompt,
+    SourceEvent,
+    TargetChange,
+    Track,
+    TrackState,
+)
 from .errors import (
     ConfigError,
     FastSAMStreamError,
@@ -18,9 +29,18 @@ from .errors import (
     SourceConnectionError,
     SourceError,
 )
-from .pipeline import BatchSettings, Pipeline, RunSummary, SegmenterSettings, SourceSummary, UltralyticsSegmenter
+from .pipeline import (
+    BatchSettings,
+    Pipeline,
+    RunSummary,
+    Segmenter,
+    SegmenterSettings,
+    SourceSummary,
+    StagedSegmenter,
+    UltralyticsSegmenter,
+)
 from .pipeline.control import ControlServer, StdinControl
-from .sinks import EventLogSink, JsonlSink, MotSink, VideoSink
+from .sinks import EventLogSink, EventSink, JsonlSink, MotSink, Sink, VideoSink
 from .sources import (
     CameraSource,
     DropPolicy,
@@ -31,7 +51,15 @@ from .sources import (
     StreamSource,
     open_source,
 )
-from .trackers import ByteTracker, ByteTrackerSettings, IoUTracker
+from .trackers import (
+    ByteTracker,
+    ByteTrackerSettings,
+    IoUTracker,
+    IoUTrackerSettings,
+    Tracker,
+    make_tracker,
+    tracker_names,
+)
 
 __version__ = "0.1.0"
 
@@ -47,6 +75,7 @@ __all__ = [
     "DropPolicy",
     "EventKind",
     "EventLogSink",
+    "EventSink",
     "FastSAMStreamError",
     "FileSource",
     "FolderSource",
@@ -54,6 +83,7 @@ __all__ = [
     "FrameResult",
     "Instances",
     "IoUTracker",
+    "IoUTrackerSettings",
     "JsonlSink",
     "ModelError",
     "MotSink",
@@ -63,21 +93,27 @@ __all__ = [
     "PromptError",
     "ReconnectPolicy",
     "RunSummary",
+    "Segmenter",
     "SegmenterSettings",
     "SourceConnectionError",
     "SourceError",
     "SourceEvent",
     "SourceSummary",
+    "StagedSegmenter",
     "StreamSettings",
+    "Sink",
     "StdinControl",
     "StreamSource",
     "TargetChange",
     "Track",
     "TrackState",
+    "Tracker",
     "UltralyticsSegmenter",
     "VideoSink",
     "build_pipeline",
     "load_config",
+    "make_tracker",
     "open_source",
     "prompts_from",
+    "tracker_names",
 ]

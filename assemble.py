@@ -10,19 +10,19 @@ DIR/events.jsonl; with several, the same files in DIR/<source id>/ for each.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .config import Config
 from .core import FrameResult, Prompt
-from .errors import ConfigError, OutputError, PromptError
-from .pipeline import BatchSettings, Pipeline, SegmenterSettings, UltralyticsSegmenter
+from .errors import ConfigError, OutputError
+from .pipeline import BatchSettings, Pipeline, UltralyticsSegmenter
 from .pipeline.prompts import TextScorer, check_source, read_mask
 from .pipeline.segmenter import resolve_device
 from .sinks import EventLogSink, JsonlSink, MotSink, Sink, VideoSink
-from .sources import ReconnectPolicy, Source, StreamSettings, default_id, open_source
-from .trackers import ByteTracker, ByteTrackerSettings, IoUTracker, Tracker
+from .sources import Source, StreamSettings, default_id, open_source
+from .trackers import Tracker, make_tracker
 
 
 def prompts_from(config: Config) -> list[Prompt]:
@@ -34,28 +34,19 @@ def load_text_scorer(config: Config) -> TextScorer | None:
     """CLIP for text prompts, on the segmenter's device, when the config needs it (else None)."""
     if not config.needs_clip:
         return None
-    from .pipeline.clip import ClipSettings, load_clip  # open_clip is only imported when asked for
+    from .pipeline.clip import load_clip  # open_clip is only imported when asked for
 
-    settings = ClipSettings(model=config.clip.model, pretrained=config.clip.weights, crop=config.clip.crop)
-    return load_clip(settings, resolve_device(config.model.device))
+    return load_clip(config.clip, resolve_device(config.model.device))
 
 
 def tracker_factory(config: Config) -> Callable[[], Tracker]:
-    """A new tracker per source, of the configured kind and settings."""
-    t = config.tracker
-    if t.kind == "iou":
-        return partial(IoUTracker, t.min_iou, t.max_age, t.target_max_age)
-    settings = ByteTrackerSettings(**t.model_dump(exclude={"kind"}))
-    return partial(ByteTracker, settings)
-
-
-def segmenter_settings(config: Config) -> SegmenterSettings:
-    return SegmenterSettings(**config.model.model_dump())
+    """A new tracker per source, of the configured kind and settings (trackers/registry.py)."""
+    return partial(make_tracker, config.tracker)
 
 
 def stream_settings(config: Config) -> StreamSettings:
-    s = config.source
-    return StreamSettings(s.open_timeout_s, s.read_timeout_s, s.transport, s.live, ReconnectPolicy(**s.reconnect.model_dump()))
+    """The connection settings of the config's `source` section."""
+    return StreamSettings(**config.source.model_dump(include=set(StreamSettings.model_fields)))
 
 
 def source_specs(config: Config) -> list[tuple[str, str]]:
@@ -88,8 +79,16 @@ def open_sources(config: Config) -> list[Source]:
     check_prompt_sources(config, [source_id for _, source_id in specs])  # before anything connects
     try:
         for spec, source_id in specs:
-            opened.append(open_source(spec, source_id=source_id, folder_fps=s.fps, stream=stream_settings(config),
-                                      camera_size=s.camera_size, camera_fps=s.camera_fps))
+            opened.append(
+                open_source(
+                    spec,
+                    source_id=source_id,
+                    folder_fps=s.fps,
+                    stream=stream_settings(config),
+                    camera_size=s.camera_size,
+                    camera_fps=s.camera_fps,
+                )
+            )
     except BaseException:
         for source in opened:
             source.close()
@@ -138,7 +137,8 @@ def build_pipeline(
     """A ready Pipeline. Pass `sinks=[...]` to replace the file outputs (e.g. with a callback).
 
     Prompts and CLIP are checked before the segmenter loads: a missing mask image or CLIP
-    weights that cannot be had fail in a moment."""
+    weights that cannot be had fail in a moment.
+    """
     if source is None:
         sources = open_sources(config)
     else:
@@ -146,8 +146,10 @@ def build_pipeline(
     try:
         prompts = prompts_from(config)
         text_scorer = text_scorer or load_text_scorer(config)
-        outputs = {} if sinks is not None else {s.source_id: default_sinks(config, s, len(sources) > 1) for s in sources}
-        segmenter = segmenter or UltralyticsSegmenter(segmenter_settings(config))
+        outputs = (
+            {} if sinks is not None else {s.source_id: default_sinks(config, s, len(sources) > 1) for s in sources}
+        )
+        segmenter = segmenter or UltralyticsSegmenter(config.model)
         return Pipeline(
             sources,
             segmenter,

@@ -6,11 +6,18 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
+from .config import ControlConfig, OutputConfig, PromptConfig, SourceConfig
 from .errors import ConfigError, FastSAMStreamError, OutputError
 from .evaluation.cli import add_eval_parser, run_eval
+from .options import add_config_options, add_model_options, setting_option
+from .pipeline.clip_settings import ClipSettings
+from .pipeline.segmenter import SegmenterSettings
+from .sinks.base import FileSink
+from .sources.live import ReconnectPolicy
 
 EXIT_INTERRUPTED = 130
 EXIT_GAVE_UP = 3  # a live source ran out of reconnect attempts (its outputs are complete up to then)
@@ -26,62 +33,82 @@ def _floats(text: str, count: tuple[int, ...], what: str) -> list[float]:
     return values
 
 
-def parse_point(text: str) -> list[float | int]:
-    values = _floats(text, (2, 3), "--point")
-    if len(values) == 3:
-        if values[2] not in (0.0, 1.0):
-            raise ConfigError(f"--point {text}: label must be 1 (foreground) or 0 (background)")
-        return [values[0], values[1], int(values[2])]
-    return values
+def parse_point(text: str) -> list[float]:
+    """X,Y or X,Y,LABEL as numbers; whether the label is valid is Prompt's rule (core.py), checked with the config.
+
+    Args:
+        text: The --point value.
+
+    Returns:
+        Two or three numbers.
+    """
+    return _floats(text, (2, 3), "--point")
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="fastsam-stream", description="Segment and track a prompted object in video.")
-    commands = top.add_subparsers(dest="command", required=True)
+def _run_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run the pipeline on video files, image folders, streams or cameras")
     run.add_argument(
-        "sources", nargs="*", metavar="SOURCE",
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
         help="video file, image folder, stream URL (rtsp://, rtmp://, http(s)://, ...), camera (/dev/videoN or N) "
         "or lavfi:GRAPH; several run together, each with its own outputs",
     )
-    run.add_argument("--config", help="YAML config file, or a bundled one: default, monitoring, tracking, road")
-    run.add_argument("--tracker", help="tracker settings: a YAML file with a 'tracker' section, or a bundled one: bytetrack, iou")
-    run.add_argument("--weights", help="FastSAM / YOLOv8-seg checkpoint (*.pt) or ONNX export (*.onnx, run in ONNX Runtime); "
-                     "default: FastSAM-s.pt, fetched online")
-    run.add_argument("--device", help="cpu or cuda:N (default: cuda:0 when available)")
-    run.add_argument("--imgsz", type=int, help="network input size, a multiple of 32 (default 640)")
-    run.add_argument("--conf", type=float, help="confidence threshold (default 0.1; tracks start at tracker.high_score 0.4)")
-    run.add_argument("--iou", type=float, help="NMS IoU threshold (default 0.7)")
-    run.add_argument("--max-det", type=int, help="most instances per frame (default 300)")
-    run.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
-    run.add_argument("--transport", choices=["tcp", "udp"], help="RTSP transport (default tcp)")
-    run.add_argument("--reconnect-attempts", type=int, help="give a lost live source up after N attempts (default: never)")
-    run.add_argument("--read-timeout", type=float, help="seconds without data before a live source counts as lost (default 5)")
-    run.add_argument("--drop-policy", choices=["auto", "block", "drop_oldest"],
-                     help="when the segmenter is behind: drop_oldest (live default) or block (files)")
-    run.add_argument("--camera-size", help="V4L2 capture size WIDTHxHEIGHT")
-    run.add_argument("--camera-fps", type=float, help="V4L2 capture frame rate")
-    run.add_argument("--box", action="append", default=[],
-                     help="box prompt X1,Y1,X2,Y2 in source pixels; repeatable: one target per box")
+    add_config_options(run)
+    add_model_options(run)
+    model = SegmenterSettings
+    setting_option(run, "--conf", model, "conf", type=float)
+    setting_option(run, "--iou", model, "iou", type=float)
+    setting_option(run, "--max-det", model, "max_det", type=int)
+    setting_option(run, "--threads", model, "threads", type=int)
+    setting_option(run, "--transport", SourceConfig, "transport")
+    setting_option(run, "--reconnect-attempts", ReconnectPolicy, "max_attempts", type=int)
+    setting_option(run, "--read-timeout", SourceConfig, "read_timeout_s", type=float)
+    setting_option(run, "--drop-policy", SourceConfig, "drop_policy")
+    setting_option(run, "--camera-size", SourceConfig, "camera_size")
+    setting_option(run, "--camera-fps", SourceConfig, "camera_fps", type=float)
+    run.add_argument(
+        "--box",
+        action="append",
+        default=[],
+        help="box prompt X1,Y1,X2,Y2 in source pixels; repeatable: one target per box",
+    )
     run.add_argument("--point", action="append", default=[], help="point prompt X,Y[,LABEL] (1 fg, 0 bg); repeatable")
-    run.add_argument("--text", help='text prompt, e.g. "a black dog" (CLIP; see --clip-weights)')
-    run.add_argument("--top-k", type=int, help="text: the K most similar instances become targets (default 1)")
-    run.add_argument("--min-similarity", type=float, help="text: only instances at least this similar (cosine)")
-    run.add_argument("--mask", help="mask prompt: an image of the prompt frame's size whose nonzero pixels are the object")
-    run.add_argument("--prompt-frame", type=int, help="frame the prompt applies to (default 0)")
-    run.add_argument("--prompt-source", help="id of the source the prompt is for (default: every source)")
-    run.add_argument("--clip-model", help="open_clip model for text prompts (default ViT-B-32)")
-    run.add_argument("--clip-weights", help="open_clip pretrained tag (fetched online) or local checkpoint path (default openai)")
-    run.add_argument("--control-port", type=int, help="re-prompt while running: JSON commands over HTTP on 127.0.0.1:PORT (0: any)")
-    run.add_argument("--control-stdin", action="store_true", help="re-prompt while running: JSON commands on stdin, one per line")
-    run.add_argument("--out", help="output folder (default runs/fastsam-stream)")
-    run.add_argument("--masks", choices=["target", "all", "none"], help="which tracks get RLE masks in tracks.jsonl")
+    setting_option(run, "--text", PromptConfig, "text")
+    setting_option(run, "--top-k", PromptConfig, "top_k", type=int)
+    setting_option(run, "--min-similarity", PromptConfig, "min_similarity", type=float)
+    setting_option(run, "--mask", PromptConfig, "mask")
+    setting_option(run, "--prompt-frame", PromptConfig, "frame", type=int)
+    setting_option(run, "--prompt-source", PromptConfig, "source")
+    setting_option(run, "--clip-model", ClipSettings, "model")
+    setting_option(run, "--clip-weights", ClipSettings, "weights")
+    setting_option(run, "--control-port", ControlConfig, "port", type=int)
+    setting_option(run, "--control-stdin", ControlConfig, "stdin", action="store_true")
+    setting_option(run, "--out", OutputConfig, "dir")
+    setting_option(run, "--masks", OutputConfig, "masks")
     run.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
-    run.add_argument("--mot", action="store_true", help="also write mot.txt: every tracked instance in MOTChallenge format")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    setting_option(run, "--mot", OutputConfig, "mot", action="store_true")
+    setting_option(run, "--quiet", OutputConfig, "quiet", action="store_true")
     run.add_argument("--debug", action="store_true", help="log more, and show tracebacks on errors")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: run, eval and export.
+
+    Returns:
+        The top-level parser.
+    """
+    top = argparse.ArgumentParser(prog="fastsam-stream", description="Segment and track a prompted object in video.")
+    commands = top.add_subparsers(dest="command", required=True)
+    _run_parser(commands)
     add_eval_parser(commands)
-    export = commands.add_parser("export", help="export weights to ONNX for the ONNX Runtime engine (dynamic batch and size)")
+    defaults = commands.add_parser(
+        "config", help="print every setting with its default and description (configs/default.yaml)"
+    )
+    defaults.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    export = commands.add_parser(
+        "export", help="export weights to ONNX for the ONNX Runtime engine (dynamic batch and size)"
+    )
     export.add_argument("--weights", required=True, help="the *.pt checkpoint to export")
     export.add_argument("--out", help="the .onnx file to write (default: beside the weights)")
     export.add_argument("--debug", action="store_true", help="show ultralytics' output and tracebacks on errors")
@@ -89,10 +116,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def export(args: argparse.Namespace) -> int:
-    """ultralytics' ONNX export with what the engine wants: dynamic batch and size, simplified graph.
+    """Ultralytics' ONNX export with what the engine wants: dynamic batch and size, simplified graph.
 
     It runs on a copy of the checkpoint in a temporary folder, because ultralytics always writes
-    beside its input: nothing next to the checkpoint is touched or overwritten."""
+    beside its input: nothing next to the checkpoint is touched or overwritten.
+    """
     import shutil
     import tempfile
     from pathlib import Path
@@ -115,7 +143,9 @@ def export(args: argparse.Namespace) -> int:
         try:
             written = Path(YOLO(str(copy)).export(format="onnx", dynamic=True, simplify=True, opset=17))
         except ImportError as exc:
-            raise FastSAMStreamError(f"ONNX export needs {exc.name or 'onnx'}: install fastsam-stream with its [onnx] extra") from None
+            raise FastSAMStreamError(
+                f"ONNX export needs {exc.name or 'onnx'}: install fastsam-stream with its [onnx] extra"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - ultralytics raises many types
             raise FastSAMStreamError(f"ONNX export of {weights} failed: {str(exc).splitlines()[0]}") from None
         try:
@@ -124,6 +154,14 @@ def export(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(f"exported {weights} -> {out} (use it with --weights {out})")
+    return 0
+
+
+def print_defaults(args: argparse.Namespace) -> int:
+    """`fastsam-stream config`: the documented default config on stdout (a start for your own)."""
+    from .defaults_yaml import default_yaml
+
+    print(default_yaml(), end="")
     return 0
 
 
@@ -200,7 +238,11 @@ def controlled(config: Any, server: Any, pipeline: Any) -> Iterator[None]:
 
     if server is not None:
         server.pipeline = pipeline
-        print(f"control: POST JSON commands to {server.url}/commands (GET {server.url}/targets)", file=sys.stderr, flush=True)
+        print(
+            f"control: POST JSON commands to {server.url}/commands (GET {server.url}/targets)",
+            file=sys.stderr,
+            flush=True,
+        )
     if config.control.stdin:
         StdinControl(pipeline, sys.stdin)
     try:
@@ -231,7 +273,10 @@ def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: pipeline.stop())
     show = not config.output.quiet and sys.stderr.isatty()
-    with controlled(config, server, pipeline), tqdm(total=pipeline.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar:
+    with (
+        controlled(config, server, pipeline),
+        tqdm(total=pipeline.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar,
+    ):
         try:
             for _ in pipeline:
                 bar.update(1)
@@ -245,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print(summary.line(), file=sys.stderr)
         return EXIT_INTERRUPTED
-    outputs = ", ".join(str(s.path) for s in pipeline.sinks if hasattr(s, "path"))
+    outputs = ", ".join(str(s.path) for s in pipeline.sinks if isinstance(s, FileSink))
     print(f"{summary.line()} -> {outputs}")
     if summary.gave_up:
         print(f"fastsam-stream: error: gave up reconnecting to {', '.join(summary.gave_up)}", file=sys.stderr)
@@ -255,12 +300,14 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     # Explicit, because a process started with SIGINT ignored (a background job) would keep ignoring Ctrl-C.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        commands = {"export": export, "eval": run_eval, "run": run}
+        commands = {"config": print_defaults, "export": export, "eval": run_eval, "run": run}
         return commands[args.command](args)
     except FastSAMStreamError as exc:
         if args.debug:

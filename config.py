@@ -7,129 +7,107 @@ Unknown keys and bad values raise ConfigError with a one-line message naming the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .core import Prompt
 from .errors import ConfigError, PromptError
+from .pipeline.batcher import DEFAULT_BUFFER_SIZE, BatchConfig, BufferSize
+from .pipeline.clip_settings import ClipSettings
+from .pipeline.segmenter import SegmenterSettings
+from .settings import Settings
+from .sources.live import StreamSettings
+from .trackers import ByteTrackerSettings, settings_union, tracker_names
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TRACKER_DIR = CONFIG_DIR / "trackers"
 
-Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SourceEntry(_Section):
+class SourceEntry(Settings):
     """One source, named: `{id: front, path: rtsp://...}`."""
 
-    path: str = Field(min_length=1)
-    id: str | None = Field(None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")  # used as a folder name
+    path: str = Field(min_length=1, description="video file, image folder, stream URL, camera or lavfi:GRAPH")
+    id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]*$",  # used as a folder name
+        description="the source's id: its output folder, and what prompts and commands name",
+    )
 
 
-class ReconnectConfig(_Section):
-    max_attempts: int | None = Field(None, ge=0)
-    initial_delay_s: float = Field(0.5, ge=0)
-    max_delay_s: float = Field(30.0, ge=0)
-    multiplier: float = Field(2.0, ge=1.0)
-    jitter: Fraction01 = 0.25
-    stable_after_s: float = Field(5.0, ge=0)
+class SourceConfig(StreamSettings):
+    """Settings shared by every source: config section `source`.
 
+    The connection keys are StreamSettings' (sources/live.py); these are the rest.
+    """
 
-class SourceConfig(_Section):
-    fps: float = Field(30.0, ge=0.01, le=1000, description="frame rate of image folders (videos use their own)")
-    drop_policy: Literal["auto", "block", "drop_oldest"] = "auto"
-    buffer_size: int = Field(4, ge=1, le=1000)
-    transport: Literal["tcp", "udp"] = "tcp"
-    live: bool | None = None
-    open_timeout_s: float = Field(10.0, gt=0)
-    read_timeout_s: float = Field(5.0, gt=0)
-    camera_size: str | None = Field(None, pattern=r"^[1-9][0-9]*x[1-9][0-9]*$")
-    camera_fps: float | None = Field(None, gt=0, le=1000)
-    reconnect: ReconnectConfig = ReconnectConfig()
-
-
-class ModelConfig(_Section):
-    weights: str = "FastSAM-s.pt"
-    device: str | None = None
-    imgsz: int = Field(640, ge=32, le=4096)
-    conf: Fraction01 = 0.1  # low: the tracker's second round wants the unsure instances too
-    iou: Fraction01 = 0.7
-    max_det: int = Field(300, ge=1)
-    agnostic_nms: bool = True
-    half: bool = False
-    threads: int | None = Field(None, ge=1)
-
-    @field_validator("imgsz")
-    @classmethod
-    def _stride_multiple(cls, v: int) -> int:
-        if v % 32:
-            raise ValueError(f"must be a multiple of 32 (the network's stride), e.g. {v + (-v) % 32}")
-        return v
-
-
-class BatchConfig(_Section):
-    max_batch: int = Field(4, ge=1, le=256)
-    max_wait_ms: float = Field(5.0, ge=0)
-    queue_size: int = Field(8, ge=1)
+    fps: float = Field(30.0, ge=0.01, le=1000, description="frame rate of image folders (videos use their container's)")
+    drop_policy: Literal["auto", "block", "drop_oldest"] = Field(
+        "auto", description="when the segmenter is behind: drop_oldest (the live default) or block (the file default)"
+    )
+    buffer_size: BufferSize = DEFAULT_BUFFER_SIZE
+    camera_size: str | None = Field(
+        None, pattern=r"^[1-9][0-9]*x[1-9][0-9]*$", description="V4L2 capture size WIDTHxHEIGHT (default: the camera's)"
+    )
+    camera_fps: float | None = Field(None, gt=0, le=1000, description="V4L2 capture frame rate (default: the camera's)")
 
 
 Box = tuple[float, float, float, float]
 
 
-class PromptConfig(_Section):
-    """One prompt. The rules for combining its parts are Prompt's (core.py), checked here too."""
+class PromptConfig(Settings):
+    """One prompt: config section `prompt`, and each entry of `prompts`.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    The rules for combining its parts are Prompt's (core.py): a PromptConfig is checked by making one.
+    """
 
-    source: str | None = None  # the source id the prompt is for; None: every source
-    frame: int = Field(0, ge=0)
-    box: Box | None = None  # one box
-    boxes: list[Box] = []  # several boxes: one target each
-    points: list[tuple[float, float] | tuple[float, float, int]] = []
-    text: str | None = None
-    top_k: int | None = Field(None, ge=1)
-    min_similarity: float | None = Field(None, ge=-1.0, le=1.0)
-    mask: str | None = Field(None, min_length=1)  # a mask image's path (nonzero pixels: the object)
-
-    @field_validator("box")
-    @classmethod
-    def _ordered(cls, v: Box | None):
-        if v is not None and (v[2] <= v[0] or v[3] <= v[1]):
-            raise ValueError("needs x1 < x2 and y1 < y2")
-        return v
-
-    @field_validator("points")
-    @classmethod
-    def _labels(cls, v: list[tuple]) -> list[tuple]:
-        for point in v:
-            if len(point) == 3 and point[2] not in (0, 1):
-                raise ValueError(f"label {point[2]} of point {point[0]:g},{point[1]:g} must be 1 (fg) or 0 (bg)")
-        return v
+    source: str | None = Field(None, description="id of the source the prompt is for (default: every source)")
+    frame: int = Field(
+        0, ge=0, description="frame the prompt applies to (live sources: the first frame kept at or after it)"
+    )
+    box: Box | None = Field(
+        None, description="[x1, y1, x2, y2] in source pixels: the instance with the highest mask IoU"
+    )
+    boxes: list[Box] = Field([], description="several boxes, [[x1, y1, x2, y2], ...]: one target each")
+    points: list[tuple[float, float] | tuple[float, float, int]] = Field(
+        [], description="[[x, y, label], ...]; label 1 foreground (the default), 0 background"
+    )
+    text: str | None = Field(None, description='words, e.g. "a black dog": CLIP picks the most similar instance')
+    top_k: int | None = Field(None, ge=1, description="text: the K most similar instances become targets (default 1)")
+    min_similarity: float | None = Field(
+        None, ge=-1.0, le=1.0, description="text: only instances at least this similar (cosine)"
+    )
+    mask: str | None = Field(
+        None, min_length=1, description="a mask image of the prompt frame's size whose nonzero pixels are the object"
+    )
 
     @property
     def all_boxes(self) -> list[Box]:
+        """`box` and `boxes` together."""
         return ([self.box] if self.box is not None else []) + list(self.boxes)
 
     @property
     def is_empty(self) -> bool:
-        return (not self.all_boxes and not self.points and self.text is None and self.mask is None
-                and self.top_k is None and self.min_similarity is None)
+        """Nothing to select with."""
+        return (
+            not self.all_boxes
+            and not self.points
+            and self.text is None
+            and self.mask is None
+            and self.top_k is None
+            and self.min_similarity is None
+        )
 
     @model_validator(mode="after")
-    def _source_needs_a_prompt(self) -> "PromptConfig":
+    def _source_needs_a_prompt(self) -> PromptConfig:
         if self.is_empty and self.source is not None:
             raise ValueError("prompt.source is set but there is no box, point, text or mask to apply to it")
         return self
 
     @model_validator(mode="after")
-    def _a_valid_prompt(self) -> "PromptConfig":
+    def _a_valid_prompt(self) -> PromptConfig:
         if self.is_empty:
             return self
         placeholder = np.ones((1, 1), bool) if self.mask is not None else None  # the image is read later
@@ -154,67 +132,49 @@ class PromptConfig(_Section):
         )
 
 
-class ClipConfig(_Section):
-    """CLIP for text prompts (open_clip)."""
+class ControlConfig(Settings):
+    """Re-prompting a running pipeline (pipeline/control.py): config section `control`."""
 
-    enabled: bool | None = None  # None: load CLIP when a prompt has text; true: also for text sent later (control)
-    model: str = Field("ViT-B-32", min_length=1)  # an open_clip model name
-    weights: str = Field("openai", min_length=1)  # an open_clip pretrained tag (downloaded online) or a local checkpoint
-    crop: Literal["masked", "box"] = "masked"  # crop around each instance: background blanked, or the plain box
-
-
-class ControlConfig(_Section):
-    """Re-prompting a running pipeline (pipeline/control.py)."""
-
-    port: int | None = Field(None, ge=0, le=65535)  # HTTP on 127.0.0.1; 0: any free port (printed)
-    stdin: bool = False  # JSON commands, one per line, on standard input
+    port: int | None = Field(
+        None, ge=0, le=65535, description="re-prompt while running: JSON commands over HTTP on 127.0.0.1:PORT (0: any)"
+    )
+    stdin: bool = Field(False, description="re-prompt while running: JSON commands on standard input, one per line")
 
 
-class TrackerConfig(_Section):
-    """The tracker: `bytetrack` (trackers/byte_tracker.py) or the plain `iou` one. The bundled
-    configs/trackers/*.yaml each hold one such section (`--tracker NAME`)."""
+class OutputConfig(Settings):
+    """What a run writes: config section `output`."""
 
-    kind: Literal["bytetrack", "iou"] = "bytetrack"
-    min_iou: float = Field(0.3, gt=0.0, le=1.0)
-    low_min_iou: float = Field(0.5, gt=0.0, le=1.0)
-    high_score: Fraction01 = 0.4
-    low_score: Fraction01 = 0.1
-    max_age: int = Field(30, ge=0)
-    target_max_age: int | None = Field(None, ge=0)
-    match_masks: bool = False
-    merge_parts: bool = True
-    part_inside: Fraction01 = 0.8
-    reacquire: bool = True
-    search_radius: float = Field(1.0, ge=0)
-    search_growth: float = Field(0.1, ge=0)
-    max_search_radius: float = Field(3.0, ge=0)
-    min_appearance: Fraction01 = 0.6
-
-    @model_validator(mode="after")
-    def _scores_ordered(self) -> "TrackerConfig":
-        if self.low_score > self.high_score:
-            raise ValueError(f"low_score {self.low_score:g} must not exceed high_score {self.high_score:g}")
-        return self
+    dir: str = Field(
+        "runs/fastsam-stream",
+        min_length=1,
+        description="output folder; with several sources, one folder per source inside it",
+    )
+    video: bool = Field(True, description="write annotated.mp4")
+    masks: Literal["target", "all", "none"] = Field("target", description="which tracks get RLE masks in tracks.jsonl")
+    mot: bool = Field(False, description="also write mot.txt: every tracked instance in MOTChallenge format")
+    quiet: bool = Field(False, description="no progress bar (it is also off when stderr is not a terminal)")
 
 
-class OutputConfig(_Section):
-    dir: str = "runs/fastsam-stream"
-    video: bool = True
-    masks: Literal["target", "all", "none"] = "target"
-    mot: bool = False  # also write mot.txt (MOTChallenge: every tracked instance, stable ids)
-    quiet: bool = False
+class Config(Settings):
+    """A whole run's settings: the sections of a config YAML."""
 
-
-class Config(_Section):
-    sources: list[SourceEntry] = []
+    sources: list[SourceEntry] = Field(
+        [],
+        description="what to read; SOURCE arguments set it. Each entry is a string or {id: NAME, path: SPEC}: "
+        "video file, image folder, rtsp:// rtsps:// rtmp:// http(s):// (HLS too) srt:// udp://, /dev/videoN or N "
+        "(V4L2 camera), lavfi:GRAPH (FFmpeg virtual camera)",
+    )
     source: SourceConfig = SourceConfig()
-    model: ModelConfig = ModelConfig()
+    model: SegmenterSettings = SegmenterSettings()
     batch: BatchConfig = BatchConfig()
     prompt: PromptConfig = PromptConfig()
-    prompts: list[PromptConfig] = []  # more prompts, e.g. for other sources or frames
-    clip: ClipConfig = ClipConfig()
+    prompts: list[PromptConfig] = Field(
+        [], description="more prompts with the keys of prompt (other frames, sources or objects)"
+    )
+    clip: ClipSettings = ClipSettings()
     control: ControlConfig = ControlConfig()
-    tracker: TrackerConfig = TrackerConfig()
+    # Any registered tracker's settings, told apart by `kind` (trackers/registry.py).
+    tracker: settings_union() = ByteTrackerSettings()  # type: ignore[valid-type]
     output: OutputConfig = OutputConfig()
 
     @property
@@ -224,6 +184,7 @@ class Config(_Section):
 
     @property
     def needs_clip(self) -> bool:
+        """CLIP is loaded: asked for, or (by default) because a prompt has text."""
         return self.clip.enabled if self.clip.enabled is not None else any(p.text for p in self.all_prompts)
 
     @field_validator("sources", mode="before")
@@ -240,7 +201,10 @@ class Config(_Section):
 def one_line(error: ValidationError) -> str:
     """The first problem of a validation error as one line naming its key (never echoing a source)."""
     first = error.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
+    loc = list(first["loc"])
+    if loc[:1] == ["tracker"] and len(loc) > 1 and loc[1] in tracker_names():  # the union's tag, not a key
+        del loc[1]
+    key = ".".join(str(p) for p in loc)
     message = first["msg"].removeprefix("Value error, ")
     if not key:  # the whole value: not JSON, not a mapping, or a rule across its keys
         return message
@@ -248,7 +212,7 @@ def one_line(error: ValidationError) -> str:
         if key == "source.path":
             return "unknown config key 'source.path': sources are listed under 'sources' (a list of paths, URLs or {id, path})"
         return f"unknown config key {key!r}"
-    if first["loc"][0] in ("sources", "prompt", "prompts"):
+    if loc[0] in ("sources", "prompt", "prompts"):
         # a source (also a prompt's `source`) may be a URL with a password: never echo the value
         return f"config key {key!r}: {message}"
     return f"config key {key!r}: {message} (got {first.get('input')!r})"
@@ -262,6 +226,19 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def bundled_names(what: str = "config") -> list[str]:
+    """Names of the bundled YAML files: configs (`default`, ...) or trackers (`bytetrack`, ...).
+
+    Args:
+        what: "config" or "tracker".
+
+    Returns:
+        Their names, sorted, without the .yaml suffix.
+    """
+    folder = TRACKER_DIR if what == "tracker" else CONFIG_DIR
+    return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
 def config_path(name_or_path: str | Path, folder: Path = CONFIG_DIR, what: str = "config") -> Path:
@@ -278,12 +255,19 @@ def config_path(name_or_path: str | Path, folder: Path = CONFIG_DIR, what: str =
     raise ConfigError(f"no such {what} file: {name_or_path} (bundled {what}s: {names})")
 
 
-def tracker_overrides(name_or_path: str | Path) -> dict[str, Any]:
-    """The `tracker` section of a tracker YAML (bundled: configs/trackers/NAME.yaml), as overrides."""
+def tracker_section(name_or_path: str | Path) -> dict[str, Any]:
+    """The `tracker` section of a tracker YAML (bundled: configs/trackers/NAME.yaml).
+
+    Args:
+        name_or_path: A YAML file holding one section, `tracker`, or a bundled tracker's name.
+
+    Returns:
+        The section, as read.
+    """
     data = read_yaml(config_path(name_or_path, TRACKER_DIR, "tracker config"))
     if set(data) != {"tracker"}:
         raise ConfigError(f"tracker config {name_or_path} must hold one section, 'tracker'")
-    return {"tracker": data["tracker"]}
+    return data["tracker"]
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -305,12 +289,29 @@ def read_yaml(path: Path) -> dict[str, Any]:
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None, tracker: str | Path | None = None
 ) -> Config:
-    """Config from a YAML file (or defaults), with a tracker YAML's section (`tracker`: a file or a
-    bundled name) and then `overrides` (nested dicts) on top."""
+    """The run's settings: a YAML file (or the defaults), a tracker YAML, then command-line overrides.
+
+    Each file is validated whole before anything is put on top of it, so a bad section is an error
+    whatever the command line says. A tracker YAML replaces the `tracker` section (another
+    tracker's keys would not fit); `overrides` are merged key by key.
+
+    Args:
+        path: A config YAML, or the name of a bundled one (`default`, `monitoring`, ...).
+        overrides: Nested dicts, e.g. {"model": {"imgsz": 320}}.
+        tracker: A tracker YAML, or the name of a bundled one (`bytetrack`, `iou`).
+
+    Returns:
+        The validated Config.
+
+    Raises:
+        ConfigError: One line naming the first bad key.
+    """
     data = read_yaml(config_path(path)) if path is not None else {}
-    if tracker is not None:
-        data = _merge(data, tracker_overrides(tracker))
     try:
+        Config.model_validate(data)
+        if tracker is not None:
+            data = {**data, "tracker": tracker_section(tracker)}
+            Config.model_validate({"tracker": data["tracker"]})
         return Config.model_validate(_merge(data, overrides or {}))
     except ValidationError as exc:
         raise ConfigError(one_line(exc)) from None

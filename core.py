@@ -8,9 +8,10 @@ library's `types` module for any Python started from the repository root.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class LazyMasks(Protocol):
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, index: np.ndarray) -> "LazyMasks": ...
+    def __getitem__(self, index: np.ndarray) -> LazyMasks: ...
 
     def render(self) -> np.ndarray:
         """All masks as a k×H×W bool array at source resolution."""
@@ -76,7 +77,7 @@ class DenseMasks:
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index: np.ndarray) -> "DenseMasks":
+    def __getitem__(self, index: np.ndarray) -> DenseMasks:
         return DenseMasks(self.data[index])
 
     def render(self) -> np.ndarray:
@@ -133,13 +134,13 @@ class Instances:
         self._masks = masks
 
     @classmethod
-    def empty(cls, image_shape: tuple[int, int]) -> "Instances":
+    def empty(cls, image_shape: tuple[int, int]) -> Instances:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), image_shape)
 
     def __len__(self) -> int:
         return len(self.boxes)
 
-    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> "Instances":
+    def __getitem__(self, index: int | slice | Sequence[int] | np.ndarray) -> Instances:
         idx = _as_index(index)
         return Instances(
             self.boxes[idx],
@@ -279,8 +280,9 @@ class TrackState(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Track:
-    """A snapshot of one track after a frame. `instance_index` is the row of this frame's Instances
-    it matched (None when lost), so a sink can ask for exactly that mask."""
+    """A snapshot of one track after a frame. `row` is the row of this frame's Instances
+    it matched (None when lost), so a sink can ask for exactly that mask.
+    """
 
     id: int
     box: Box
@@ -289,14 +291,15 @@ class Track:
     age: int  # frames since the track was born
     frames_lost: int
     is_target: bool
-    instance_index: int | None
-    parts: tuple[int, ...] = ()  # other rows that make up the object with instance_index this frame
+    row: int | None
+    parts: tuple[int, ...] = ()  # other rows that make up the object with row this frame
 
 
 @dataclass(frozen=True)
 class TargetChange:
     """What a tracker does to its targets on one frame: stop following some (or all), then make the
-    tracks matched to `add_rows` targets (a track already followed keeps its id)."""
+    tracks matched to `add_rows` targets (a track already followed keeps its id).
+    """
 
     add_rows: tuple[int, ...] = ()
     drop_ids: frozenset[int] = frozenset()
@@ -306,16 +309,17 @@ class TargetChange:
     parts: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
-    def only(cls, *rows: int) -> "TargetChange":
+    def only(cls, *rows: int) -> TargetChange:
         """These rows' tracks become the targets, and no other track is one."""
         return cls(add_rows=tuple(rows), drop_all=True)
 
-    def then(self, later: "TargetChange") -> "TargetChange":
+    def then(self, later: TargetChange) -> TargetChange:
         """This change followed by `later` on the same frame."""
         if later.drop_all:
             return later
-        return TargetChange(self.add_rows + later.add_rows, self.drop_ids | later.drop_ids, self.drop_all,
-                            {**self.parts, **later.parts})
+        return TargetChange(
+            self.add_rows + later.add_rows, self.drop_ids | later.drop_ids, self.drop_all, {**self.parts, **later.parts}
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -359,9 +363,9 @@ class FrameResult:
         rows = self.target_rows.get(track.id) if track.is_target else None
         if rows:
             return self.instances.masks(list(rows)).any(axis=0)
-        if track.instance_index is None:
+        if track.row is None:
             return None
-        return self.instances.masks(track.instance_index)[0]
+        return self.instances.masks(track.row)[0]
 
 
 class EventKind(str, enum.Enum):

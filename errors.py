@@ -33,3 +33,18 @@ class PromptError(FastSAMStreamError, ValueError):
 
 class ModelError(FastSAMStreamError):
     """The segmentation model cannot be loaded or run (missing weights, wrong task, bad device)."""
+
+
+def error_reason(exc: BaseException) -> str:
+    """The short reason in an error from PyAV/FFmpeg or the OS, for one-line messages.
+
+    Args:
+        exc: The error.
+
+    Returns:
+        Its strerror when it has one (OSError, av.FFmpegError), else its text or type name.
+    """
+    if isinstance(exc, EOFError):
+        return "end of stream"
+    # OSError and PyAV's FFmpegError (not an OSError) both carry the short reason as `strerror`.
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -50,17 +50,26 @@ TEXT = "a photo of a dog"
 
 
 def machine(device: torch.device) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU used"
-    return (f"{cpu}, {cpu_count()} cores, torch threads {torch.get_num_threads()}, {gpu}; "
-            f"torch {torch.__version__}, open_clip {open_clip.__version__}; {load()}")
+    return (
+        f"{cpu}, {cpu_count()} cores, torch threads {torch.get_num_threads()}, {gpu}; "
+        f"torch {torch.__version__}, open_clip {open_clip.__version__}; {load()}"
+    )
 
 
 def load() -> str:
     """Other processes on the cores skew CPU figures: say how busy the machine was (this run's own
-    threads count too, so expect about the thread count after the runs)."""
-    return "load average (1 min) {:.2f}".format(os.getloadavg()[0])
+    threads count too, so expect about the thread count after the runs).
+    """
+    return f"load average (1 min) {os.getloadavg()[0]:.2f}"
 
 
 def first_frame(clip: Path) -> np.ndarray:
@@ -80,7 +89,7 @@ def per_crop_baseline(model, preprocess, tokenizer, image, instances: Instances,
 
 
 def pil_batched_baseline(model, preprocess, tokenizer, image, instances: Instances, rows: list[int], device, dtype):
-    """ultralytics' FastSAM way: the same PIL preprocessing per crop, then one batched encode_image."""
+    """Ultralytics' FastSAM way: the same PIL preprocessing per crop, then one batched encode_image."""
     with torch.inference_mode():
         text = F.normalize(model.encode_text(tokenizer([TEXT]).to(device)).float(), dim=-1)[0]
         x = torch.stack([preprocess(crop) for crop in masked_pil_crops(image, instances, rows)]).to(device, dtype)
@@ -113,8 +122,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda:N")
     parser.add_argument("--model", default="ViT-B-32", help="an open_clip model name (random weights)")
     parser.add_argument("--weights", default=str(SHARED / "models/yolov8n-seg-int8dq.pt"), help="the segmenter")
-    parser.add_argument("--clips", nargs="+", default=[str(SHARED / "media/videos/01_dog.mp4"),
-                                                       str(SHARED / "media/videos/bedroom.mp4")])
+    parser.add_argument(
+        "--clips",
+        nargs="+",
+        default=[str(SHARED / "media/videos/01_dog.mp4"), str(SHARED / "media/videos/bedroom.mp4")],
+    )
     parser.add_argument("--counts", type=int, nargs="+", default=[10, 50, 200], help="instances scored per call")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats; medians are reported")
     args = parser.parse_args()
@@ -129,8 +141,9 @@ def main() -> None:
     image, instances = max(zip(frames, found), key=lambda pair: len(pair[1]))  # the frame with the most instances
 
     precision = "fp16" if dtype == torch.float16 else "fp32"
-    model, _, preprocess = open_clip.create_model_and_transforms(args.model, pretrained=None, device=device,
-                                                                 precision=precision)
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        args.model, pretrained=None, device=device, precision=precision
+    )
     model.eval()
     tokenizer = open_clip.get_tokenizer(args.model)
     ours = {crop: ClipTextScorer.from_model(model, tokenizer, crop, dtype) for crop in ("masked", "box")}
@@ -142,16 +155,25 @@ def main() -> None:
     }
 
     print(f"machine: {machine(device)}")
-    print(f"CLIP {args.model} with random weights (pretrained=None): timings do not depend on the weights' values; "
-          f"{str(dtype).replace('torch.', '')} on {device}")
-    print("instances: " + ", ".join(f"{Path(c).name} frame 0 ({f.shape[1]}x{f.shape[0]}): {len(i)}"
-                                    for c, f, i in zip(args.clips, frames, found)) +
-          f"; scoring the frame with {len(instances)}, rows repeated past that")
+    print(
+        f"CLIP {args.model} with random weights (pretrained=None): timings do not depend on the weights' values; "
+        f"{str(dtype).replace('torch.', '')} on {device}"
+    )
+    print(
+        "instances: "
+        + ", ".join(
+            f"{Path(c).name} frame 0 ({f.shape[1]}x{f.shape[0]}): {len(i)}"
+            for c, f, i in zip(args.clips, frames, found)
+        )
+        + f"; scoring the frame with {len(instances)}, rows repeated past that"
+    )
     for run in methods.values():  # warm-up: first calls allocate, and ours caches the text
         run(list(range(min(4, len(instances)))))
 
-    print(f"{'crops':>5} | {'a. per-crop':>12} | {'a2. PIL+batch':>13} | {'b. ours masked':>14} | "
-          f"{'b. ours box':>11} | {'masked/a':>8} | {'box/a':>6}   (crops/s)")
+    print(
+        f"{'crops':>5} | {'a. per-crop':>12} | {'a2. PIL+batch':>13} | {'b. ours masked':>14} | "
+        f"{'b. ours box':>11} | {'masked/a':>8} | {'box/a':>6}   (crops/s)"
+    )
     for count in args.counts:
         rows = [i % len(instances) for i in range(count)]
         seconds = {name: [] for name in methods}
@@ -159,8 +181,10 @@ def main() -> None:
             for name, run in methods.items():
                 seconds[name].append(timed(lambda: run(rows), device))
         rate = {name: count / statistics.median(s) for name, s in seconds.items()}
-        print(f"{count:>5} | {rate['a']:>12.1f} | {rate['a2']:>13.1f} | {rate['masked']:>14.1f} | "
-              f"{rate['box']:>11.1f} | {rate['masked'] / rate['a']:>7.2f}x | {rate['box'] / rate['a']:>5.2f}x")
+        print(
+            f"{count:>5} | {rate['a']:>12.1f} | {rate['a2']:>13.1f} | {rate['masked']:>14.1f} | "
+            f"{rate['box']:>11.1f} | {rate['masked'] / rate['a']:>7.2f}x | {rate['box'] / rate['a']:>5.2f}x"
+        )
     print(f"after the runs: {load()}")
 
 

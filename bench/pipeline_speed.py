@@ -47,8 +47,14 @@ WARMUP = 10
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu}, {cpu_count()} cores, {gpu}; torch {torch.__version__}"
 
@@ -116,12 +122,20 @@ def pipeline_run(segmenter, sources, batch: BatchSettings, frames: int, out: Pat
     if n < WARMUP + frames:
         seconds = time.perf_counter() - t0
     measured = n - WARMUP
-    return {"spf": seconds / measured, "frames": measured, "seconds": seconds, "startup": first_result,
-            "p50": np.percentile(latencies, 50), "p99": np.percentile(latencies, 99), "rss": rss}
+    return {
+        "spf": seconds / measured,
+        "frames": measured,
+        "seconds": seconds,
+        "startup": first_result,
+        "p50": np.percentile(latencies, 50),
+        "p99": np.percentile(latencies, 99),
+        "rss": rss,
+    }
 
 
-def ultralytics_loop(weights: str, images: list[np.ndarray], imgsz: int, conf: float, threads: int | None,
-                     device) -> float:
+def ultralytics_loop(
+    weights: str, images: list[np.ndarray], imgsz: int, conf: float, threads: int | None, device
+) -> float:
     """Seconds per frame of FastSAM(weights).track(frame, persist=True); threads=None: as it ships."""
     from ultralytics import FastSAM
 
@@ -161,16 +175,26 @@ def main() -> None:
     batch = BatchSettings()
     clip, frames = Path(args.clip), args.frames
     print(f"machine: {machine()}")
-    print(f"clip {clip.name}, weights {Path(args.weights).name}, imgsz {args.imgsz}, conf {args.conf}, "
-          f"torch threads {threads}, max_batch {batch.max_batch}, {frames} steady-state frames after {WARMUP}")
+    print(
+        f"clip {clip.name}, weights {Path(args.weights).name}, imgsz {args.imgsz}, conf {args.conf}, "
+        f"torch threads {threads}, max_batch {batch.max_batch}, {frames} steady-state frames after {WARMUP}"
+    )
     images = read_frames(clip, WARMUP + frames)
     rounds = range(args.rounds)  # interleaved, medians reported: this kind of machine is noisy
 
-    shipped = statistics.median(ultralytics_loop(args.weights, images, args.imgsz, args.conf, None, device) for _ in rounds)
-    matched = statistics.median(ultralytics_loop(args.weights, images, args.imgsz, args.conf, threads, device) for _ in rounds)
+    shipped = statistics.median(
+        ultralytics_loop(args.weights, images, args.imgsz, args.conf, None, device) for _ in rounds
+    )
+    matched = statistics.median(
+        ultralytics_loop(args.weights, images, args.imgsz, args.conf, threads, device) for _ in rounds
+    )
     torch.set_num_threads(threads)
-    native = {size: statistics.median(ultralytics_floor(args.weights, images[0], args.imgsz, size, frames, device)
-                                      for _ in rounds) for size in (1, batch.max_batch)}
+    native = {
+        size: statistics.median(
+            ultralytics_floor(args.weights, images[0], args.imgsz, size, frames, device) for _ in rounds
+        )
+        for size in (1, batch.max_batch)
+    }
     print(f"c. ultralytics FastSAM.track, as it ships     {per_frame(shipped, 1)}")
     print(f"c. ultralytics FastSAM.track, {threads} threads       {per_frame(matched, 1)}")
     for size, seconds in native.items():
@@ -181,8 +205,11 @@ def main() -> None:
         out = Path(tmp)
         engines = {"pytorch": args.weights, "onnxruntime": str(export_onnx(Path(args.weights), out))}
         for name, weights in engines.items():
-            segmenter = UltralyticsSegmenter(SegmenterSettings(weights=weights, device=args.device, imgsz=args.imgsz,
-                                                               conf=args.conf, threads=threads))
+            segmenter = UltralyticsSegmenter(
+                SegmenterSettings(
+                    weights=weights, device=args.device, imgsz=args.imgsz, conf=args.conf, threads=threads
+                )
+            )
             floors, runs = [], []
             for _ in rounds:
                 floors.append(floor(segmenter, images[0], batch.max_batch, frames))
@@ -190,25 +217,32 @@ def main() -> None:
             a = statistics.median(floors)
             b = sorted(runs, key=lambda r: r["spf"])[len(runs) // 2]
             print(f"[{name}] a. its forward pass alone, batch {batch.max_batch}, as prepared  {per_frame(a, 1)}")
-            print(f"[{name}] b. pipeline end to end         {per_frame(b['spf'], 1)}  "
-                  f"latency p50 {b['p50'] * 1000:.0f} ms p99 {b['p99'] * 1000:.0f} ms; start-up {b['startup']:.2f} s")
-            print(f"[{name}] ratios: b vs ultralytics as shipped {shipped / b['spf']:.2f}x, "
-                  f"vs ultralytics at {threads} threads {matched / b['spf']:.2f}x; "
-                  f"b over its own engine's floor {100 * (b['spf'] / a - 1):+.1f}%, "
-                  f"over the faster forward pass as ultralytics runs it {100 * (b['spf'] / native_floor - 1):+.1f}%")
+            print(
+                f"[{name}] b. pipeline end to end         {per_frame(b['spf'], 1)}  "
+                f"latency p50 {b['p50'] * 1000:.0f} ms p99 {b['p99'] * 1000:.0f} ms; start-up {b['startup']:.2f} s"
+            )
+            print(
+                f"[{name}] ratios: b vs ultralytics as shipped {shipped / b['spf']:.2f}x, "
+                f"vs ultralytics at {threads} threads {matched / b['spf']:.2f}x; "
+                f"b over its own engine's floor {100 * (b['spf'] / a - 1):+.1f}%, "
+                f"over the faster forward pass as ultralytics runs it {100 * (b['spf'] / native_floor - 1):+.1f}%"
+            )
             best = segmenter
         if args.quick:
             return
         for streams in (1, 4, 8, 16):
-            run = pipeline_run(best, [FileSource(clip, source_id=f"s{i}") for i in range(streams)], batch,
-                               frames, out)
-            print(f"[onnxruntime] {streams:2d} sources at once: aggregate {1 / run['spf']:6.1f} frames/s "
-                  f"({run['frames']} frames), latency p50 {run['p50'] * 1000:.0f} ms p99 {run['p99'] * 1000:.0f} ms")
+            run = pipeline_run(best, [FileSource(clip, source_id=f"s{i}") for i in range(streams)], batch, frames, out)
+            print(
+                f"[onnxruntime] {streams:2d} sources at once: aggregate {1 / run['spf']:6.1f} frames/s "
+                f"({run['frames']} frames), latency p50 {run['p50'] * 1000:.0f} ms p99 {run['p99'] * 1000:.0f} ms"
+            )
         long_sources = [FileSource(clip, source_id=f"loop{i}") for i in range(3)]  # 3 × 795 frames ≥ 2,010
         run = pipeline_run(best, long_sources, batch, 2000, out, rss_at=(200, 2000))
         r200, r2000 = run["rss"][200], run["rss"][2000]
-        print(f"[onnxruntime] memory: RSS {r200:.0f} MiB after 200 frames, {r2000:.0f} MiB after 2000 "
-              f"({100 * (r2000 / r200 - 1):+.1f}%)")
+        print(
+            f"[onnxruntime] memory: RSS {r200:.0f} MiB after 200 frames, {r2000:.0f} MiB after 2000 "
+            f"({100 * (r2000 / r200 - 1):+.1f}%)"
+        )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 `add_eval_parser(subparsers)` adds the `eval` command to the main parser and `run_eval(args)`
 runs it. Datasets are checked (root, --seq names) before the model loads, so a wrong path fails
-in a moment. """
+in a moment.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+
+from ..options import add_config_options, add_model_options
 
 KINDS = {
     "davis": "video object segmentation on DAVIS: J, F and J&F per sequence",
@@ -41,15 +44,18 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     for kind, help_text in KINDS.items():
         sub = kinds.add_parser(kind, help=help_text, description=help_text)
         sub.add_argument("root", metavar="ROOT", help=ROOTS[kind])
-        sub.add_argument("--seq", nargs="+", action="extend", metavar="NAME", help="only these sequences (default: all)")
+        sub.add_argument(
+            "--seq", nargs="+", action="extend", metavar="NAME", help="only these sequences (default: all)"
+        )
         if kind == "davis":
-            sub.add_argument("--prompt", choices=["box", "point", "mask"], default="box",
-                             help="frame-0 prompt from the ground truth: its box, its deepest pixel, or the mask (default box)")
-        sub.add_argument("--config", help="YAML config file, or a bundled one: default, monitoring, tracking, road")
-        sub.add_argument("--tracker", help="tracker settings: a YAML file with a 'tracker' section, or a bundled one: bytetrack, iou")
-        sub.add_argument("--weights", help="segmentation checkpoint (*.pt) or ONNX export (default: the config's)")
-        sub.add_argument("--device", help="cpu or cuda:N (default: cuda:0 when available)")
-        sub.add_argument("--imgsz", type=int, help="network input size, a multiple of 32 (default 640)")
+            sub.add_argument(
+                "--prompt",
+                choices=["box", "point", "mask"],
+                default="box",
+                help="frame-0 prompt from the ground truth: its box, its deepest pixel, or the mask (default box)",
+            )
+        add_config_options(sub)
+        add_model_options(sub)
         sub.add_argument("--max-frames", type=_positive, metavar="N", help="only the first N frames of each sequence")
         sub.add_argument("--out", help=f"output folder (default runs/eval/{kind})")
         sub.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -58,7 +64,9 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    model = {k: v for k, v in {"weights": args.weights, "device": args.device, "imgsz": args.imgsz}.items() if v is not None}
+    model = {
+        k: v for k, v in {"weights": args.weights, "device": args.device, "imgsz": args.imgsz}.items() if v is not None
+    }
     return {"model": model} if model else {}
 
 
@@ -74,11 +82,10 @@ def _log(args: argparse.Namespace):
 
 
 def _evaluate(args: argparse.Namespace, config: Any, items: list, out: Path) -> dict:
-    from ..assemble import segmenter_settings
     from ..pipeline.segmenter import UltralyticsSegmenter
     from . import runner
 
-    segmenter = UltralyticsSegmenter(segmenter_settings(config))  # once, for every sequence
+    segmenter = UltralyticsSegmenter(config.model)  # once, for every sequence
     log, limit = _log(args), args.max_frames
     if args.eval_kind == "davis":
         results = runner.evaluate_davis(items, config, segmenter, args.prompt, limit, log)
@@ -86,19 +93,37 @@ def _evaluate(args: argparse.Namespace, config: Any, items: list, out: Path) -> 
         results = runner.evaluate_sot(items, config, segmenter, limit, log)
     else:
         results = runner.evaluate_mot(items, config, segmenter, out, limit, log)
-    return {"kind": args.eval_kind, "root": str(Path(args.root).resolve()), "settings": _settings(args, config, segmenter), **results}
+    return {
+        "kind": args.eval_kind,
+        "root": str(Path(args.root).resolve()),
+        "settings": _settings(args, config, segmenter),
+        **results,
+    }
 
 
 def _settings(args: argparse.Namespace, config: Any, segmenter: Any) -> dict:
     from .metrics import DAVIS_BOUND_TH
 
     m = config.model
-    settings = {"config": args.config or "default", "weights": m.weights, "imgsz": m.imgsz, "device": str(segmenter.device),
-                "conf": m.conf, "iou": m.iou, "max_det": m.max_det, "agnostic_nms": m.agnostic_nms, "half": m.half,
-                "threads": m.threads, "tracker": config.tracker.model_dump(), "batch": config.batch.model_dump(),
-                "max_frames": args.max_frames}
+    settings = {
+        "config": args.config or "default",
+        "weights": m.weights,
+        "imgsz": m.imgsz,
+        "device": str(segmenter.device),
+        "conf": m.conf,
+        "iou": m.iou,
+        "max_det": m.max_det,
+        "agnostic_nms": m.agnostic_nms,
+        "half": m.half,
+        "threads": m.threads,
+        "tracker": config.tracker.model_dump(),
+        "batch": config.batch.model_dump(),
+        "max_frames": args.max_frames,
+    }
     if args.eval_kind == "davis":
-        settings.update(prompt=args.prompt, bound_th=DAVIS_BOUND_TH, frames_scored="all but the first and the last (DAVIS toolkits)")
+        settings.update(
+            prompt=args.prompt, bound_th=DAVIS_BOUND_TH, frames_scored="all but the first and the last (DAVIS toolkits)"
+        )
     elif args.eval_kind == "sot":
         settings.update(prompt="box", first_frame="ground truth (OTB/pysot)", invalid_gt_frames="excluded")
     else:

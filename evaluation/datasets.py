@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import configparser
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -95,15 +95,21 @@ def _listed_frames(folder: Path) -> tuple[Path, ...]:
     return tuple(FolderSource(folder).files)
 
 
-def davis_sequences(root: str | Path, names: Iterable[str] | None = None, resolution: str = "480p") -> list[DavisSequence]:
+def davis_sequences(
+    root: str | Path, names: Iterable[str] | None = None, resolution: str = "480p"
+) -> list[DavisSequence]:
     """The DAVIS sequences under `root` (all, or those named)."""
     base = _root(root, "DAVIS")
     images, annotations = base / "JPEGImages" / resolution, base / "Annotations" / resolution
     if not images.is_dir() or not annotations.is_dir():
-        raise SourceError(f"{base} is not a DAVIS root: expected JPEGImages/{resolution}/<seq>/ and Annotations/{resolution}/<seq>/")
+        raise SourceError(
+            f"{base} is not a DAVIS root: expected JPEGImages/{resolution}/<seq>/ and Annotations/{resolution}/<seq>/"
+        )
     available = sorted(p.name for p in annotations.iterdir() if p.is_dir() and (images / p.name).is_dir())
     if not available:
-        raise SourceError(f"{base} holds no DAVIS sequence (no folder in both JPEGImages/{resolution} and Annotations/{resolution})")
+        raise SourceError(
+            f"{base} holds no DAVIS sequence (no folder in both JPEGImages/{resolution} and Annotations/{resolution})"
+        )
     return [_davis_sequence(name, images / name, annotations / name) for name in _pick(available, names, "DAVIS", base)]
 
 
@@ -112,7 +118,9 @@ def _davis_sequence(name: str, images: Path, annotations: Path) -> DavisSequence
     masks = tuple(annotations / f"{f.stem}.png" for f in frames)
     missing = [m.name for m in masks if not m.is_file()]
     if missing:
-        raise SourceError(f"DAVIS sequence {name}: no annotation {missing[0]} in {annotations} ({len(missing)} missing)")
+        raise SourceError(
+            f"DAVIS sequence {name}: no annotation {missing[0]} in {annotations} ({len(missing)} missing)"
+        )
     return DavisSequence(name, images, frames, masks)
 
 
@@ -143,7 +151,9 @@ def _otb_truths(folder: Path) -> list[tuple[str, Path]]:
         match = _OTB_GT.match(path.name)
         if match and path.is_file():
             number = match.group(1)
-            found.append((int(number) if number else 0, folder.name if number is None else f"{folder.name}.{number}", path))
+            found.append(
+                (int(number) if number else 0, folder.name if number is None else f"{folder.name}.{number}", path)
+            )
     return [(name, path) for _, name, path in sorted(found)]
 
 
@@ -156,8 +166,9 @@ def sot_targets(root: str | Path, names: Iterable[str] | None = None) -> list[So
         raise SourceError(f"{base} holds no OTB-style sequence (<seq>/img/ and <seq>/groundtruth_rect.txt)")
     available = list(truths) + [name for files in truths.values() for name, _ in files if name not in truths]
     chosen = _pick(available, names, "SOT", base)
-    wanted = [(seq, name, path) for seq, files in truths.items() for name, path in files
-              if seq in chosen or name in chosen]
+    wanted = [
+        (seq, name, path) for seq, files in truths.items() for name, path in files if seq in chosen or name in chosen
+    ]
     return [_sot_target(base / seq, name, path) for seq, name, path in wanted]
 
 

@@ -36,8 +36,8 @@ IDSW… computed by TrackEval itself (`trackeval`, the [eval] extra), not re-imp
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -65,7 +65,8 @@ def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
     """seg2bmap: pixels that differ from their right, bottom or bottom-right neighbour (outside
-    the image counts as background, except that the last row and column compare along the edge only)."""
+    the image counts as background, except that the last row and column compare along the edge only).
+    """
     seg = np.asarray(mask) != 0
     right, below, diagonal = np.zeros_like(seg), np.zeros_like(seg), np.zeros_like(seg)
     right[:, :-1] = seg[:, 1:]
@@ -84,7 +85,7 @@ def boundary_tolerance(shape: tuple[int, int], bound_th: float = DAVIS_BOUND_TH)
 
 
 def _disk(radius: int) -> np.ndarray:
-    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return (x * x + y * y <= radius * radius).astype(np.uint8)
 
 
@@ -139,14 +140,19 @@ def box_iou_xywh(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
         w = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
         h = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
         inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-        union = np.clip(a[:, 2], 0, None) * np.clip(a[:, 3], 0, None) + np.clip(b[:, 2], 0, None) * np.clip(b[:, 3], 0, None) - inter
+        union = (
+            np.clip(a[:, 2], 0, None) * np.clip(a[:, 3], 0, None)
+            + np.clip(b[:, 2], 0, None) * np.clip(b[:, 3], 0, None)
+            - inter
+        )
         iou = np.where(union > 0, inter / union, 0.0)
     return np.nan_to_num(np.clip(iou, 0.0, 1.0), nan=0.0)
 
 
 def center_errors(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
     """Distance between box centres per frame, in pixels (NaN where the ground truth is invalid,
-    inf where the prediction is NaN)."""
+    inf where the prediction is NaN).
+    """
     pred, gt = _boxes(pred_xywh), _boxes(gt_xywh)
     if pred.shape != gt.shape:
         raise ValueError(f"box arrays differ in length: {len(pred)} and {len(gt)}")
@@ -155,7 +161,9 @@ def center_errors(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
     return np.where(valid_boxes(gt), errors, np.nan)
 
 
-def success_curve(pred_xywh: np.ndarray, gt_xywh: np.ndarray, thresholds: np.ndarray = SUCCESS_THRESHOLDS) -> np.ndarray:
+def success_curve(
+    pred_xywh: np.ndarray, gt_xywh: np.ndarray, thresholds: np.ndarray = SUCCESS_THRESHOLDS
+) -> np.ndarray:
     """For each threshold t, the share of valid frames with IoU > t (NaN when no frame is valid)."""
     valid = valid_boxes(gt_xywh)
     iou = box_iou_xywh(pred_xywh, gt_xywh)[valid]
@@ -178,10 +186,19 @@ def precision_at(pred_xywh: np.ndarray, gt_xywh: np.ndarray, pixels: float = PRE
 
 
 MOT_FIELDS = {  # report name: (TrackEval metric, field)
-    "HOTA": ("HOTA", "HOTA"), "DetA": ("HOTA", "DetA"), "AssA": ("HOTA", "AssA"), "LocA": ("HOTA", "LocA"),
-    "MOTA": ("CLEAR", "MOTA"), "MOTP": ("CLEAR", "MOTP"), "IDSW": ("CLEAR", "IDSW"),
-    "FP": ("CLEAR", "CLR_FP"), "FN": ("CLEAR", "CLR_FN"), "TP": ("CLEAR", "CLR_TP"),
-    "IDF1": ("Identity", "IDF1"), "IDP": ("Identity", "IDP"), "IDR": ("Identity", "IDR"),
+    "HOTA": ("HOTA", "HOTA"),
+    "DetA": ("HOTA", "DetA"),
+    "AssA": ("HOTA", "AssA"),
+    "LocA": ("HOTA", "LocA"),
+    "MOTA": ("CLEAR", "MOTA"),
+    "MOTP": ("CLEAR", "MOTP"),
+    "IDSW": ("CLEAR", "IDSW"),
+    "FP": ("CLEAR", "CLR_FP"),
+    "FN": ("CLEAR", "CLR_FN"),
+    "TP": ("CLEAR", "CLR_TP"),
+    "IDF1": ("Identity", "IDF1"),
+    "IDP": ("Identity", "IDP"),
+    "IDR": ("Identity", "IDR"),
 }
 
 
@@ -205,24 +222,39 @@ def mot_scores(gt_folder: Path, tracker_folder: Path, frames: Mapping[str, int])
     Ground truth: `gt_folder/<seq>/gt/gt.txt`; results: `tracker_folder/data/<seq>.txt` (the
     MOTChallenge 10-field format); `frames`: each sequence's frame count. Returns one dict of
     MOT_FIELDS per sequence, and TrackEval's combination over all of them under "COMBINED"
-    (HOTA and IDF1 over the pooled counts, not a mean of the per-sequence values)."""
+    (HOTA and IDF1 over the pooled counts, not a mean of the per-sequence values).
+    """
     trackeval = require_trackeval()
-    dataset = trackeval.datasets.MotChallenge2DBox({
-        "GT_FOLDER": str(gt_folder), "TRACKERS_FOLDER": str(Path(tracker_folder).parent),
-        "TRACKERS_TO_EVAL": [Path(tracker_folder).name], "TRACKER_SUB_FOLDER": "data",
-        "SEQ_INFO": dict(frames), "SKIP_SPLIT_FOL": True, "BENCHMARK": benchmark_of(list(frames)),
-        "PRINT_CONFIG": False,
-    })
-    metrics = [trackeval.metrics.HOTA({"PRINT_CONFIG": False}), trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
-               trackeval.metrics.Identity({"PRINT_CONFIG": False})]
+    dataset = trackeval.datasets.MotChallenge2DBox(
+        {
+            "GT_FOLDER": str(gt_folder),
+            "TRACKERS_FOLDER": str(Path(tracker_folder).parent),
+            "TRACKERS_TO_EVAL": [Path(tracker_folder).name],
+            "TRACKER_SUB_FOLDER": "data",
+            "SEQ_INFO": dict(frames),
+            "SKIP_SPLIT_FOL": True,
+            "BENCHMARK": benchmark_of(list(frames)),
+            "PRINT_CONFIG": False,
+        }
+    )
+    metrics = [
+        trackeval.metrics.HOTA({"PRINT_CONFIG": False}),
+        trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
+        trackeval.metrics.Identity({"PRINT_CONFIG": False}),
+    ]
     names = [m.get_name() for m in metrics]
     tracker = Path(tracker_folder).name
     try:
-        raw = {seq: trackeval.eval.eval_sequence(seq, dataset, tracker, ["pedestrian"], metrics, names)["pedestrian"]
-               for seq in frames}
+        raw = {
+            seq: trackeval.eval.eval_sequence(seq, dataset, tracker, ["pedestrian"], metrics, names)["pedestrian"]
+            for seq in frames
+        }
     except trackeval.utils.TrackEvalException as exc:
         raise FastSAMStreamError(f"TrackEval: {str(exc).strip().splitlines()[0]}") from None
-    combined = {name: metric.combine_sequences({seq: res[name] for seq, res in raw.items()}) for metric, name in zip(metrics, names)}
+    combined = {
+        name: metric.combine_sequences({seq: res[name] for seq, res in raw.items()})
+        for metric, name in zip(metrics, names)
+    }
     scores = {seq: _mot_fields(res) for seq, res in raw.items()}
     scores["COMBINED"] = _mot_fields(combined)
     return scores

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,8 +80,13 @@ def plot_bars(path: Path, title: str, names: Sequence[str], series: Mapping[str,
     _save(figure, path)
 
 
-def plot_success(path: Path, title: str, thresholds: Sequence[float], curves: Mapping[str, Sequence[float]],
-                 aucs: Mapping[str, float]) -> None:
+def plot_success(
+    path: Path,
+    title: str,
+    thresholds: Sequence[float],
+    curves: Mapping[str, Sequence[float]],
+    aucs: Mapping[str, float],
+) -> None:
     """OTB success plots (share of frames with IoU > t against t), AUC in the legend, plus AUC bars."""
     figure = _figure(11.0, 4.0)
     left, right = figure.subplots(1, 2, width_ratios=[3, 2])
@@ -105,7 +111,9 @@ def _cell(value: object, width: int) -> str:
     return str(value).rjust(width)
 
 
-def table(columns: Sequence[str], rows: Mapping[str, Mapping[str, object]], keys: Sequence[str] | None = None) -> list[str]:
+def table(
+    columns: Sequence[str], rows: Mapping[str, Mapping[str, object]], keys: Sequence[str] | None = None
+) -> list[str]:
     """A plain text table: one row per name, the given columns (`keys` picks each column's field)."""
     keys = list(keys or columns)
     first = max([len("sequence"), *(len(n) for n in rows)])
@@ -137,34 +145,57 @@ def finish(report: Mapping[str, object], out: Path) -> list[str]:
 
 def _davis(report: Mapping[str, Any], png: Path) -> list[str]:
     seqs, mean = report["sequences"], report["mean"]
-    plot_bars(png, f"DAVIS, {report['settings']['prompt']} prompt: J, F, J&F per sequence", list(seqs),
-              {k: [s[k] for s in seqs.values()] for k in ("J", "F", "J&F")})
+    plot_bars(
+        png,
+        f"DAVIS, {report['settings']['prompt']} prompt: J, F, J&F per sequence",
+        list(seqs),
+        {k: [s[k] for s in seqs.values()] for k in ("J", "F", "J&F")},
+    )
     rows = {name: {**s, "fps": _fps(s)} for name, s in seqs.items()}
     lines = table(["frames", "found", "J", "F", "J&F", "frames/s"], rows, ["frames", "found", "J", "F", "J&F", "fps"])
-    return lines + [f"mean over {len(seqs)} sequences: J&F {mean['J&F']:.3f}, J {mean['J']:.3f}, F {mean['F']:.3f}, "
-                    f"{_fps(mean)} frames/s"]
+    return lines + [
+        f"mean over {len(seqs)} sequences: J&F {mean['J&F']:.3f}, J {mean['J']:.3f}, F {mean['F']:.3f}, "
+        f"{_fps(mean)} frames/s"
+    ]
 
 
 def _sot(report: Mapping[str, Any], png: Path) -> list[str]:
     targets, mean = report["targets"], report["mean"]
     from .metrics import SUCCESS_THRESHOLDS
 
-    plot_success(png, "OTB success plot (OPE)", SUCCESS_THRESHOLDS.tolist(),
-                 {n: t["success_curve"] for n, t in targets.items()}, {n: t["AUC"] for n, t in targets.items()})
+    plot_success(
+        png,
+        "OTB success plot (OPE)",
+        SUCCESS_THRESHOLDS.tolist(),
+        {n: t["success_curve"] for n, t in targets.items()},
+        {n: t["AUC"] for n, t in targets.items()},
+    )
     rows = {name: {**t, "fps": _fps(t)} for name, t in targets.items()}
-    lines = table(["frames", "tracked", "AUC", "prec@20px", "frames/s"], rows, ["frames", "tracked", "AUC", "precision@20px", "fps"])
-    return lines + [f"mean over {len(targets)} targets: success AUC {mean['AUC']:.3f}, "
-                    f"precision@20px {mean['precision@20px']:.3f}, {_fps(mean)} frames/s"]
+    lines = table(
+        ["frames", "tracked", "AUC", "prec@20px", "frames/s"],
+        rows,
+        ["frames", "tracked", "AUC", "precision@20px", "fps"],
+    )
+    return lines + [
+        f"mean over {len(targets)} targets: success AUC {mean['AUC']:.3f}, "
+        f"precision@20px {mean['precision@20px']:.3f}, {_fps(mean)} frames/s"
+    ]
 
 
 def _mot(report: Mapping[str, Any], png: Path) -> list[str]:
     seqs, combined = report["sequences"], report["combined"]
-    plot_bars(png, "MOTChallenge: HOTA, IDF1, MOTA per sequence", list(seqs),
-              {k: [s[k] for s in seqs.values()] for k in ("HOTA", "IDF1", "MOTA")})
+    plot_bars(
+        png,
+        "MOTChallenge: HOTA, IDF1, MOTA per sequence",
+        list(seqs),
+        {k: [s[k] for s in seqs.values()] for k in ("HOTA", "IDF1", "MOTA")},
+    )
     columns = ["frames", "HOTA", "IDF1", "MOTA", "IDSW", "FP", "FN", "frames/s"]
     rows = {name: {**s, "fps": _fps(s)} for name, s in {**seqs, "COMBINED": combined}.items()}
     for row in rows.values():
         row.update({k: int(row[k]) for k in ("IDSW", "FP", "FN")})
     lines = table(columns, rows, ["frames", "HOTA", "IDF1", "MOTA", "IDSW", "FP", "FN", "fps"])
-    return lines + [f"combined over {len(seqs)} sequences (TrackEval): HOTA {combined['HOTA']:.3f}, "
-                    f"IDF1 {combined['IDF1']:.3f}, MOTA {combined['MOTA']:.3f}, {_fps(combined)} frames/s"]
+    return lines + [
+        f"combined over {len(seqs)} sequences (TrackEval): HOTA {combined['HOTA']:.3f}, "
+        f"IDF1 {combined['IDF1']:.3f}, MOTA {combined['MOTA']:.3f}, {_fps(combined)} frames/s"
+    ]

@@ -17,8 +17,8 @@ A prompt that selects nothing does not stop the evaluation: that sequence scores
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -31,7 +31,14 @@ from ..pipeline.segmenter import Segmenter
 from ..sinks.mot import MotSink
 from ..sources.folder import FolderSource
 from .datasets import DAVIS_FPS, OTB_FPS, DavisSequence, MotSequence, SotTarget
-from .metrics import boundary_f_measure, davis_sequence_scores, mot_scores, precision_at, region_similarity, success_curve
+from .metrics import (
+    boundary_f_measure,
+    davis_sequence_scores,
+    mot_scores,
+    precision_at,
+    region_similarity,
+    success_curve,
+)
 
 TRACKER_NAME = "fastsam-stream"  # the results folder's name in TrackEval's layout
 Log = Callable[[str], None]
@@ -82,8 +89,9 @@ def warm_up(segmenter: Segmenter, image_path: Path) -> None:
     segmenter.segment([Frame(read_image(image_path), "warm-up", 0, 0.0, time.monotonic())])
 
 
-def run_sequence(config: Config, segmenter: Segmenter, source: FolderSource, sinks: Sequence[object],
-                 prompt: Prompt | None = None) -> tuple[int, float]:
+def run_sequence(
+    config: Config, segmenter: Segmenter, source: FolderSource, sinks: Sequence[object], prompt: Prompt | None = None
+) -> tuple[int, float]:
     """(frames processed, seconds) for one pipeline run over `source`."""
     pipeline = build_pipeline(config, source=source, segmenter=segmenter, sinks=list(sinks))
     if prompt is not None:
@@ -109,7 +117,8 @@ def prompt_from_mask(mask: np.ndarray, kind: str) -> Prompt:
 
 def deepest_point(mask: np.ndarray) -> list[float]:
     """[x, y] of the mask pixel farthest from the background (cv2.distanceTransform); of several
-    equally deep pixels (a ridge), the one nearest the mask's centroid."""
+    equally deep pixels (a ridge), the one nearest the mask's centroid.
+    """
     # Padded by one background pixel, so the image border counts as the object's edge.
     depth = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
     rows, cols = np.nonzero(depth >= depth.max() - 1e-3)
@@ -138,13 +147,16 @@ def _unpacked(kept: object, shape: tuple[int, int]) -> np.ndarray:
     return np.unpackbits(bits, count=int(np.prod(kept_shape))).reshape(kept_shape).astype(bool)
 
 
-def davis_sequence(seq: DavisSequence, config: Config, segmenter: Segmenter, prompt_kind: str,
-                   max_frames: int | None = None) -> dict:
+def davis_sequence(
+    seq: DavisSequence, config: Config, segmenter: Segmenter, prompt_kind: str, max_frames: int | None = None
+) -> dict:
     """One DAVIS sequence: the run, per-frame J and F, and the sequence scores."""
     source = open_frames(seq.images, seq.name, DAVIS_FPS, max_frames)
     first = seq.mask(0)
     if not first.any():
-        raise SourceError(f"DAVIS sequence {seq.name}: the first frame's annotation is empty, so there is nothing to prompt with")
+        raise SourceError(
+            f"DAVIS sequence {seq.name}: the first frame's annotation is empty, so there is nothing to prompt with"
+        )
     prompt = prompt_from_mask(first, prompt_kind)
     collector = _Collector(_packed_mask)
     frames, seconds = run_sequence(config, segmenter, source, [collector], prompt)
@@ -155,14 +167,27 @@ def davis_sequence(seq: DavisSequence, config: Config, segmenter: Segmenter, pro
         j.append(region_similarity(pred, gt))
         f.append(boundary_f_measure(pred, gt))
     found = sum(v is not None for v in collector.by_frame.values())
-    return {**davis_sequence_scores(j, f), "frames": frames, "found": found, "seconds": seconds,
-            "fps": frames / seconds if seconds > 0 else None, "prompt": _describe(prompt),
-            "prompt_failed": collector.prompt_failures,
-            "J_per_frame": [round(v, 4) for v in j], "F_per_frame": [round(v, 4) for v in f]}
+    return {
+        **davis_sequence_scores(j, f),
+        "frames": frames,
+        "found": found,
+        "seconds": seconds,
+        "fps": frames / seconds if seconds > 0 else None,
+        "prompt": _describe(prompt),
+        "prompt_failed": collector.prompt_failures,
+        "J_per_frame": [round(v, 4) for v in j],
+        "F_per_frame": [round(v, 4) for v in f],
+    }
 
 
-def evaluate_davis(sequences: Sequence[DavisSequence], config: Config, segmenter: Segmenter, prompt_kind: str,
-                   max_frames: int | None = None, log: Log = lambda _: None) -> dict:
+def evaluate_davis(
+    sequences: Sequence[DavisSequence],
+    config: Config,
+    segmenter: Segmenter,
+    prompt_kind: str,
+    max_frames: int | None = None,
+    log: Log = lambda _: None,
+) -> dict:
     """Every sequence, then the means over sequences (frames/s over all frames)."""
     warm_up(segmenter, sequences[0].frames[0])
     scores = {}
@@ -190,7 +215,9 @@ def _prompt_box(name: str, gt_xywh: np.ndarray, width: int, height: int) -> Prom
     if not (np.isfinite([x, y, w, h]).all() and w > 0 and h > 0):
         raise SourceError(f"SOT target {name}: the first frame's ground-truth box {x:g},{y:g},{w:g},{h:g} is not a box")
     x1, y1 = min(max(x - 1, 0.0), width - 1.0), min(max(y - 1, 0.0), height - 1.0)
-    return Prompt(boxes=[[x1, y1, max(min(x - 1 + w, float(width)), x1 + 1), max(min(y - 1 + h, float(height)), y1 + 1)]])
+    return Prompt(
+        boxes=[[x1, y1, max(min(x - 1 + w, float(width)), x1 + 1), max(min(y - 1 + h, float(height)), y1 + 1)]]
+    )
 
 
 def _otb_boxes(kept: dict[int, object], count: int, first: np.ndarray) -> tuple[np.ndarray, int]:
@@ -213,30 +240,46 @@ def sot_target(target: SotTarget, config: Config, segmenter: Segmenter, max_fram
     prompt = _prompt_box(target.name, target.boxes[0], width, height)
     collector = _Collector(_target_box)
     frames, seconds = run_sequence(config, segmenter, source, [collector], prompt)
-    gt = target.boxes[:source.frame_count]
+    gt = target.boxes[: source.frame_count]
     boxes, tracked = _otb_boxes(collector.by_frame, len(gt), gt[0])
     curve = success_curve(boxes, gt)
-    return {"AUC": float(curve.mean()), "precision@20px": precision_at(boxes, gt, 20.0), "frames": frames,
-            "tracked": tracked, "seconds": seconds, "fps": frames / seconds if seconds > 0 else None,
-            "prompt": _describe(prompt), "prompt_failed": collector.prompt_failures,
-            "success_curve": curve.tolist(), "boxes": np.round(boxes, 2).tolist()}
+    return {
+        "AUC": float(curve.mean()),
+        "precision@20px": precision_at(boxes, gt, 20.0),
+        "frames": frames,
+        "tracked": tracked,
+        "seconds": seconds,
+        "fps": frames / seconds if seconds > 0 else None,
+        "prompt": _describe(prompt),
+        "prompt_failed": collector.prompt_failures,
+        "success_curve": curve.tolist(),
+        "boxes": np.round(boxes, 2).tolist(),
+    }
 
 
-def evaluate_sot(targets: Sequence[SotTarget], config: Config, segmenter: Segmenter,
-                 max_frames: int | None = None, log: Log = lambda _: None) -> dict:
+def evaluate_sot(
+    targets: Sequence[SotTarget],
+    config: Config,
+    segmenter: Segmenter,
+    max_frames: int | None = None,
+    log: Log = lambda _: None,
+) -> dict:
     warm_up(segmenter, FolderSource(targets[0].images).files[0])
     scores = {}
     for target in targets:
         scores[target.name] = result = sot_target(target, config, segmenter, max_frames)
-        log(f"{target.name}: AUC {result['AUC']:.3f}, precision@20px {result['precision@20px']:.3f} "
-            f"over {result['frames']} frames ({result['fps']:.1f} frames/s)")
+        log(
+            f"{target.name}: AUC {result['AUC']:.3f}, precision@20px {result['precision@20px']:.3f} "
+            f"over {result['frames']} frames ({result['fps']:.1f} frames/s)"
+        )
     mean = {key: float(np.mean([s[key] for s in scores.values()])) for key in ("AUC", "precision@20px")}
     return {"targets": scores, "mean": {**mean, **_throughput(scores.values())}}
 
 
 def write_cut_truth(seq: MotSequence, frames: int, folder: Path) -> None:
     """The sequence's gt.txt limited to frames 1..`frames` and a seqinfo.ini saying so, under
-    folder/<seq>/: TrackEval's ground-truth layout, for exactly the frames that were run."""
+    folder/<seq>/: TrackEval's ground-truth layout, for exactly the frames that were run.
+    """
     try:
         lines = seq.gt.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if line.strip() and int(float(line.split(",", 1)[0])) <= frames]
@@ -246,13 +289,22 @@ def write_cut_truth(seq: MotSequence, frames: int, folder: Path) -> None:
     (target / "gt").mkdir(parents=True, exist_ok=True)
     (target / "gt" / "gt.txt").write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     (target / "seqinfo.ini").write_text(
-        f"[Sequence]\nname={seq.name}\nimDir={seq.images.name}\nframeRate={seq.fps:g}\nseqLength={frames}\n", encoding="utf-8")
+        f"[Sequence]\nname={seq.name}\nimDir={seq.images.name}\nframeRate={seq.fps:g}\nseqLength={frames}\n",
+        encoding="utf-8",
+    )
 
 
-def evaluate_mot(sequences: Sequence[MotSequence], config: Config, segmenter: Segmenter, out: Path,
-                 max_frames: int | None = None, log: Log = lambda _: None) -> dict:
+def evaluate_mot(
+    sequences: Sequence[MotSequence],
+    config: Config,
+    segmenter: Segmenter,
+    out: Path,
+    max_frames: int | None = None,
+    log: Log = lambda _: None,
+) -> dict:
     """Track everything in each sequence, write out/trackers/<name>/data/<seq>.txt and
-    out/gt/<seq>/, and score them with TrackEval."""
+    out/gt/<seq>/, and score them with TrackEval.
+    """
     warm_up(segmenter, FolderSource(sequences[0].images).files[0])
     tracker_folder, runs = out / "trackers" / TRACKER_NAME, {}
     for seq in sequences:
@@ -260,8 +312,14 @@ def evaluate_mot(sequences: Sequence[MotSequence], config: Config, segmenter: Se
         results = tracker_folder / "data" / f"{seq.name}.txt"
         frames, seconds = run_sequence(config, segmenter, source, [MotSink(results)])
         write_cut_truth(seq, source.frame_count, out / "gt")
-        runs[seq.name] = {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else None,
-                          "frames_scored": source.frame_count, "seq_length": seq.length, "results": str(results)}
+        runs[seq.name] = {
+            "frames": frames,
+            "seconds": seconds,
+            "fps": frames / seconds if seconds > 0 else None,
+            "frames_scored": source.frame_count,
+            "seq_length": seq.length,
+            "results": str(results),
+        }
         log(f"{seq.name}: {frames} frames ({runs[seq.name]['fps']:.1f} frames/s)")
     scores = mot_scores(out / "gt", tracker_folder, {name: run["frames_scored"] for name, run in runs.items()})
     sequences_report = {name: {**scores[name], **run} for name, run in runs.items()}

@@ -1,12 +1,13 @@
 """The frame path: batched segmentation in threads, prompt selection, and the Pipeline that ties them."""
 
-from .batcher import BatchSettings, SegmentingStages
+from .batcher import BatchConfig, BatchSettings, SegmentingStages
 from .prompts import Selection, select
 from .runner import Pipeline
+from .segmenter import Segmenter, SegmenterSettings, StagedSegmenter, UltralyticsSegmenter, staged
 from .summary import RunSummary, SourceSummary
-from .segmenter import Segmenter, SegmenterSettings, UltralyticsSegmenter
 
 __all__ = [
+    "BatchConfig",
     "BatchSettings",
     "Pipeline",
     "RunSummary",
@@ -15,6 +16,8 @@ __all__ = [
     "SegmenterSettings",
     "Selection",
     "SourceSummary",
+    "StagedSegmenter",
     "UltralyticsSegmenter",
     "select",
+    "staged",
 ]

@@ -15,28 +15,47 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections import Counter
 import threading
+from collections import Counter
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Annotated
+
+from pydantic import Field
 
 from ..core import Frame, Instances, SourceEvent
 from ..errors import FastSAMStreamError
+from ..settings import Settings, default_of
 from ..sources.base import DropPolicy, Source
 from .intake import FrameIntake, SourceEnded
-from .segmenter import Segmenter
+from .segmenter import Segmenter, StagedSegmenter, staged
 
 _POLL_S = 0.1  # how often a blocked thread looks at the stop flag
 _LIVE_JOIN_S = 1.0  # a live reader may sit in a network read; it closes its own stream when it returns
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BatchSettings:
-    max_batch: int = 4  # frames per forward pass (taken across sources)
-    max_wait_ms: float = 5.0  # how long a partial batch waits to fill before it goes
-    queue_size: int = 8  # results buffered for the caller
-    buffer_size: int = 4  # frames buffered per source before its drop policy applies
+BufferSize = Annotated[
+    int, Field(ge=1, le=1000, description="frames buffered per source before its drop policy applies")
+]
+"""Written once, used twice: BatchSettings.buffer_size and the config's `source.buffer_size`."""
+
+
+class BatchConfig(Settings):
+    """How frames are batched across sources: config section `batch`."""
+
+    max_batch: int = Field(4, ge=1, le=256, description="frames per forward pass, taken across sources")
+    max_wait_ms: float = Field(5.0, ge=0, description="how long a partial batch waits to fill before it goes")
+    queue_size: int = Field(8, ge=1, description="segmented frames waiting for the trackers and sinks")
+
+
+class BatchSettings(BatchConfig):
+    """What the segmenting stages need: the batch section plus each source's buffer (`source.buffer_size`)."""
+
+    buffer_size: BufferSize = 4
+
+
+DEFAULT_BUFFER_SIZE = default_of(BatchSettings, "buffer_size")
 
 
 @dataclass(frozen=True)
@@ -88,7 +107,7 @@ class SegmentingStages:
         drop_policy: DropPolicy | str | None = None,
     ) -> None:
         self.sources = list(sources)
-        self.segmenter = segmenter
+        self.segmenter: StagedSegmenter = staged(segmenter)
         self.settings = settings
         self._stop = threading.Event()
         self._interrupt = interrupt or threading.Event()
@@ -122,7 +141,9 @@ class SegmentingStages:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(_LIVE_JOIN_S if source.is_live else None)
                 if thread.is_alive():
-                    log.debug("%s: reader still in a read; it will close its stream when the read returns", source.source_id)
+                    log.debug(
+                        "%s: reader still in a read; it will close its stream when the read returns", source.source_id
+                    )
         for stage in (self._prepare_thread, self._segmenter_thread):
             if stage.is_alive() and stage is not threading.current_thread():
                 stage.join()
@@ -133,7 +154,8 @@ class SegmentingStages:
                 batch = self._prepared.get_nowait()
             except queue.Empty:
                 break
-            self._count_unseen(list(getattr(batch, "frames", ())))
+            if isinstance(batch, _Batch):
+                self._count_unseen(batch.frames)
         while True:
             try:
                 item = self._results.get_nowait()
@@ -148,7 +170,8 @@ class SegmentingStages:
 
     def dropped(self, source_id: str) -> int:
         """Frames of this source that never reached the caller: dropped by the policy, or still
-        waiting when the run stopped."""
+        waiting when the run stopped.
+        """
         return self.intake.dropped(source_id) + self._unseen[source_id]
 
     def __iter__(self) -> Iterator[Item]:
@@ -176,15 +199,14 @@ class SegmentingStages:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
             self.intake.put(source.source_id, SourceEnded(source.source_id, exc))
         finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()  # a generator left early closes its stream in this thread, not later in another
+            if isinstance(frames, Generator):
+                frames.close()  # a generator left early closes its stream in this thread, not later in another
 
     def _prepare(self) -> None:
         """Stage 1: take a batch across sources and pre-process it (letterbox, normalise) while the
-        previous batch is in the network."""
+        previous batch is in the network.
+        """
         s = self.settings
-        prepare = getattr(self.segmenter, "prepare", None)
         try:
             while not self._stop.is_set():
                 # Only one batch ahead of the network: frames left in the intake can still be
@@ -193,7 +215,7 @@ class SegmentingStages:
                     continue
                 taken = self.intake.take(s.max_batch, s.max_wait_ms / 1000)
                 frames = [t.frame for t in taken if t.frame is not None]
-                prepared = prepare(frames) if prepare is not None and frames else frames
+                prepared = self.segmenter.prepare(frames) if frames else frames
                 finished = self.intake.finished
                 if not _put(self._prepared, _Batch(taken, frames, prepared, finished), self._stop):
                     self._count_unseen(frames)
@@ -205,7 +227,6 @@ class SegmentingStages:
 
     def _segment(self) -> None:
         """Stage 2: the network and post-processing, then each result to the caller in order."""
-        infer = getattr(self.segmenter, "infer", None)
         try:
             while not self._stop.is_set():
                 try:
@@ -216,7 +237,7 @@ class SegmentingStages:
                 if isinstance(batch, _Failed):
                     _put(self._results, batch, self._stop)
                     return
-                segmented = self._run(batch, infer)
+                segmented = self._run(batch)
                 if not self._hand_on(batch.taken, segmented) or batch.finished:
                     if batch.finished:
                         _put(self._results, _AllEnded(), self._stop)
@@ -224,10 +245,10 @@ class SegmentingStages:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
             _put(self._results, _Failed(exc), self._stop)
 
-    def _run(self, batch: "_Batch", infer) -> list[Instances]:
+    def _run(self, batch: _Batch) -> list[Instances]:
         if not batch.frames:
             return []
-        segmented = infer(batch.prepared) if infer is not None else self.segmenter.segment(batch.frames)
+        segmented = self.segmenter.infer(batch.prepared)
         if len(segmented) != len(batch.frames):
             raise RuntimeError(f"the segmenter returned {len(segmented)} results for {len(batch.frames)} frames")
         return segmented
@@ -239,8 +260,9 @@ class SegmentingStages:
             items: list[object] = list(t.events)
             if t.frame is not None:
                 items.append(Segmented(t.frame, next(results), t.dropped_before))
-            fatal = t.ended is not None and t.ended.error is not None and not isinstance(
-                t.ended.error, FastSAMStreamError)  # a bug, not a bad source: the run ends
+            fatal = (
+                t.ended is not None and t.ended.error is not None and not isinstance(t.ended.error, FastSAMStreamError)
+            )  # a bug, not a bad source: the run ends
             if t.ended is not None:
                 items.append(_Failed(t.ended.error) if fatal else t.ended)
             for item in items:

@@ -19,9 +19,8 @@ from __future__ import annotations
 import difflib
 import math
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Literal, Sequence
 from urllib.parse import urlparse
 
 import cv2
@@ -35,21 +34,12 @@ from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, OPENAI_DA
 
 from ..core import Instances
 from ..errors import ConfigError, ModelError
+from .clip_settings import ClipSettings, CropMode
 
-CropMode = Literal["masked", "box"]
 BLANK = (255, 255, 255)  # FastSAM's _segment_image fills what it cuts away with white (ultralytics: black)
 MAX_CACHED_TEXTS = 256  # text embeddings kept per scorer (oldest dropped first)
 MASK_CHUNK = 32  # masks are assembled at frame size: 32 rows of 1080p are 66 MB, 300 would be 600 MB
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz", ".ckpt")
-
-
-@dataclass(frozen=True)
-class ClipSettings:
-    model: str = "ViT-B-32"  # an open_clip model name (open_clip.list_models())
-    pretrained: str | None = "openai"  # an open_clip tag, a checkpoint path, or None (random weights)
-    crop: CropMode = "masked"
-    device: str | None = None  # None: the segmenter's device
-    half: bool | None = None  # None: fp16 on CUDA, fp32 on CPU
 
 
 def can_connect(host: str, port: int = 443, timeout: float = 3.0) -> bool:
@@ -61,36 +51,48 @@ def can_connect(host: str, port: int = 443, timeout: float = 3.0) -> bool:
         return False
 
 
-def load_clip(settings: ClipSettings, device: torch.device | str, *, cache_dir: str | Path | None = None,
-              reachable: Callable[[str, int], bool] = can_connect) -> "ClipTextScorer":
+def load_clip(
+    settings: ClipSettings,
+    device: torch.device | str,
+    *,
+    cache_dir: str | Path | None = None,
+    reachable: Callable[[str, int], bool] = can_connect,
+) -> ClipTextScorer:
     """Build the CLIP model of `settings` in eval mode on its device. `cache_dir`: the Hugging Face
-    hub cache (None: its default); `reachable(host, port)` is asked before anything is downloaded."""
+    hub cache (None: its default); `reachable(host, port)` is asked before anything is downloaded.
+    """
     if settings.model not in open_clip.list_models():
         close = difflib.get_close_matches(settings.model, open_clip.list_models(), n=3) or ["ViT-B-32", "ViT-L-14"]
-        raise ConfigError(f"unknown CLIP model {settings.model!r}: try {', '.join(close)} "
-                          "(or any of open_clip.list_models())")
-    if settings.crop not in ("masked", "box"):
-        raise ConfigError(f"unknown CLIP crop {settings.crop!r}: use masked or box")
+        raise ConfigError(
+            f"unknown CLIP model {settings.model!r}: try {', '.join(close)} (or any of open_clip.list_models())"
+        )
     try:
         device = torch.device(settings.device or device)
     except (RuntimeError, ValueError):
         raise ConfigError(f"unknown device {settings.device!r} for CLIP: use cpu or cuda:N") from None
     half = device.type == "cuda" if settings.half is None else settings.half
-    weights = _weights(settings.model, settings.pretrained, cache_dir, reachable)
+    weights = _weights(settings.model, settings.weights, cache_dir, reachable)
     try:
-        model = open_clip.create_model(settings.model, precision="fp16" if half else "fp32", device=device,
-                                       cache_dir=None if cache_dir is None else str(cache_dir), **weights)
+        model = open_clip.create_model(
+            settings.model,
+            precision="fp16" if half else "fp32",
+            device=device,
+            cache_dir=None if cache_dir is None else str(cache_dir),
+            **weights,
+        )
     except Exception as e:  # open_clip raises RuntimeError, torch's unpickling errors, OSError...
         first = (str(e).strip().splitlines() or [""])[0]
-        raise ModelError(f"cannot load CLIP weights {settings.pretrained!r} for {settings.model}: "
-                         f"{type(e).__name__}: {first}") from e
+        raise ModelError(
+            f"cannot load CLIP weights {settings.weights!r} for {settings.model}: {type(e).__name__}: {first}"
+        ) from e
     model.eval()
     tokenizer = open_clip.get_tokenizer(settings.model)
     return ClipTextScorer.from_model(model, tokenizer, settings.crop, dtype=torch.float16 if half else torch.float32)
 
 
-def _weights(model: str, pretrained: str | None, cache_dir: str | Path | None,
-             reachable: Callable[[str, int], bool]) -> dict:
+def _weights(
+    model: str, pretrained: str | None, cache_dir: str | Path | None, reachable: Callable[[str, int], bool]
+) -> dict:
     """open_clip.create_model's weight arguments for a tag, a file or None; never waits on the network."""
     if pretrained is None:
         return {"pretrained": None}
@@ -103,8 +105,10 @@ def _weights(model: str, pretrained: str | None, cache_dir: str | Path | None,
             return {"pretrained": cached, **extra}
         host = urlparse(hf_constants.ENDPOINT if tag.get("hf_hub") else tag.get("url", "")).hostname
         if host and (hf_constants.HF_HUB_OFFLINE or not reachable(host, 443)):
-            raise ModelError(f"CLIP weights {pretrained!r} for {model} are not in the local cache and {host} cannot "
-                             "be reached: pass a local checkpoint path as the pretrained weights (--clip-weights PATH)")
+            raise ModelError(
+                f"CLIP weights {pretrained!r} for {model} are not in the local cache and {host} cannot "
+                "be reached: pass a local checkpoint path as the pretrained weights (--clip-weights PATH)"
+            )
         return {"pretrained": pretrained, **extra}
     path = Path(pretrained).expanduser()
     if path.is_file():
@@ -114,8 +118,10 @@ def _weights(model: str, pretrained: str | None, cache_dir: str | Path | None,
     if path.suffix in CHECKPOINT_SUFFIXES or "/" in pretrained:
         raise ModelError(f"CLIP weights file {pretrained} not found")
     tags = open_clip.list_pretrained_tags_by_model(model)
-    raise ConfigError(f"unknown CLIP weights {pretrained!r} for {model}: use one of "
-                      f"{', '.join(tags) if tags else '(no published tags)'} or a checkpoint path")
+    raise ConfigError(
+        f"unknown CLIP weights {pretrained!r} for {model}: use one of "
+        f"{', '.join(tags) if tags else '(no published tags)'} or a checkpoint path"
+    )
 
 
 def _cached_checkpoint(tag: dict, cache_dir: str | Path | None) -> str | None:
@@ -139,9 +145,17 @@ def _cached_checkpoint(tag: dict, cache_dir: str | Path | None) -> str | None:
 class ClipTextScorer:
     """Cosine similarity between a text and instances of a frame, with a CLIP model."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Callable, image_size: int | tuple[int, int],
-                 mean: Sequence[float], std: Sequence[float], device: torch.device | str,
-                 dtype: torch.dtype = torch.float32, crop: CropMode = "masked"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Callable,
+        image_size: int | tuple[int, int],
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | str,
+        dtype: torch.dtype = torch.float32,
+        crop: CropMode = "masked",
+    ):
         if crop not in ("masked", "box"):
             raise ValueError(f"crop must be 'masked' or 'box', got {crop!r}")
         self.model = model
@@ -155,15 +169,23 @@ class ClipTextScorer:
         self._texts: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, tokenizer: Callable, crop: CropMode = "masked",
-                   dtype: torch.dtype | None = None) -> "ClipTextScorer":
+    def from_model(
+        cls, model: torch.nn.Module, tokenizer: Callable, crop: CropMode = "masked", dtype: torch.dtype | None = None
+    ) -> ClipTextScorer:
         """Input size and normalisation from the model's own preprocessing config."""
         visual = model.visual
         config = getattr(visual, "preprocess_cfg", {})
         parameter = next(model.parameters())
-        return cls(model, tokenizer, config.get("size", visual.image_size),
-                   config.get("mean", OPENAI_DATASET_MEAN), config.get("std", OPENAI_DATASET_STD),
-                   parameter.device, dtype or parameter.dtype, crop)
+        return cls(
+            model,
+            tokenizer,
+            config.get("size", visual.image_size),
+            config.get("mean", OPENAI_DATASET_MEAN),
+            config.get("std", OPENAI_DATASET_STD),
+            parameter.device,
+            dtype or parameter.dtype,
+            crop,
+        )
 
     @torch.inference_mode()
     def similarities(self, image: np.ndarray, instances: Instances, rows: Sequence[int], text: str) -> np.ndarray:
@@ -207,7 +229,8 @@ class ClipTextScorer:
 
     def _fit(self, crop: np.ndarray) -> np.ndarray:
         """Resize the long side to the input size and pad the rest with BLANK. Not CLIP's resize of
-        the short side + centre crop, which cuts the ends off elongated objects (a person, a snake)."""
+        the short side + centre crop, which cuts the ends off elongated objects (a person, a snake).
+        """
         out_h, out_w = self.size
         h, w = crop.shape[:2]
         scale = min(out_h / h, out_w / w)

@@ -39,11 +39,11 @@ class ControlCommand(PromptConfig):
     ids: list[int] | None = None  # drop: these targets; None: all
 
     @model_validator(mode="after")
-    def _source_needs_a_prompt(self) -> "ControlCommand":
+    def _source_needs_a_prompt(self) -> ControlCommand:
         return self  # replaces PromptConfig's rule: a drop names its source and no prompt
 
     @model_validator(mode="after")
-    def _fits_op(self) -> "ControlCommand":
+    def _fits_op(self) -> ControlCommand:
         if self.op == "drop" and not self.is_empty:
             raise ValueError("drop takes ids (or none, for every target), not a prompt")
         if self.op != "drop" and self.is_empty:
@@ -61,7 +61,7 @@ def parse_command(text: str | bytes) -> ControlCommand:
         raise PromptError(f"bad command: {one_line(exc)}") from None
 
 
-def apply_command(command: ControlCommand, pipeline: "Pipeline") -> str:
+def apply_command(command: ControlCommand, pipeline: Pipeline) -> str:
     """Queue the command on the pipeline; returns a line saying what was queued."""
     where = command.source or "every source"
     if command.op == "drop":
@@ -77,9 +77,10 @@ class ControlServer:
     """The HTTP endpoint, serving in a daemon thread until `close()` (or the `with` block ends).
 
     It may start before its pipeline exists (the command line binds the port before the model
-    loads, so a taken port fails at once); until `pipeline` is set it answers 503."""
+    loads, so a taken port fails at once); until `pipeline` is set it answers 503.
+    """
 
-    def __init__(self, pipeline: "Pipeline | None" = None, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, pipeline: Pipeline | None = None, port: int = 0, host: str = "127.0.0.1") -> None:
         self.pipeline = pipeline
         self._server = ThreadingHTTPServer((host, port), _handler_for(self))
         self._server.daemon_threads = True
@@ -95,7 +96,7 @@ class ControlServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "ControlServer":
+    def __enter__(self) -> ControlServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -105,6 +106,7 @@ class ControlServer:
 def _handler_for(control: ControlServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = 10  # seconds: a client that announces more body than it sends cannot hold a thread for ever
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.rstrip("/") != "/commands":
                 return self._reply(HTTPStatus.NOT_FOUND, {"error": "POST commands to /commands"})
@@ -113,7 +115,9 @@ def _handler_for(control: ControlServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 return self._reply(HTTPStatus.LENGTH_REQUIRED, {"error": "send the command with a Content-Length"})
             if not 0 <= length <= MAX_BODY:
-                return self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"a command is at most {MAX_BODY} bytes"})
+                return self._reply(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"a command is at most {MAX_BODY} bytes"}
+                )
             pipeline = control.pipeline
             if pipeline is None:
                 return self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "the pipeline is still starting"})
@@ -150,9 +154,10 @@ def _handler_for(control: ControlServer) -> type[BaseHTTPRequestHandler]:
 
 class StdinControl:
     """Commands from a text stream (standard input), one JSON object per line, in a daemon thread.
-    A bad line is logged as a warning and skipped; the end of the stream ends the reading."""
+    A bad line is logged as a warning and skipped; the end of the stream ends the reading.
+    """
 
-    def __init__(self, pipeline: "Pipeline", stream: TextIO) -> None:
+    def __init__(self, pipeline: Pipeline, stream: TextIO) -> None:
         self.pipeline = pipeline
         self.stream = stream
         self._thread = threading.Thread(target=self._read, name="control-stdin", daemon=True)

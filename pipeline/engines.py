@@ -3,8 +3,8 @@ exported by ultralytics), chosen by the weights file's suffix. Both take a float
 [0, 1] and give back (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as torch tensors, so
 NMS and mask assembly are the same whichever engine ran.
 
-ONNX Runtime is there because it runs this network's CPU forward pass faster than PyTorch
-does on small machines (see the README's benchmark); outputs match within float
+ONNX Runtime is there because it can run this network's CPU forward pass faster than PyTorch
+(the README's Speed section has the figures and the command); outputs match within float
 tolerance (tests/test_engines.py).
 """
 
@@ -22,13 +22,24 @@ from ..errors import ModelError
 
 
 class Engine(Protocol):
+    """Runs the network's forward pass; the segmenter letterboxes before and does NMS after."""
+
     stride: int
     class_names: dict[int, str]
     channels_last: bool  # wants NHWC memory behind the NCHW view (PyTorch convolutions run faster so)
     # (batch, height, width) when the network only takes that shape (a static export), else None
     fixed_input: tuple[int, int, int] | None
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass.
+
+        Args:
+            images: B×3×H×W float in [0, 1].
+
+        Returns:
+            (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw).
+        """
+        ...
 
 
 def split_outputs(outputs: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,9 +53,13 @@ def split_outputs(outputs: object) -> tuple[torch.Tensor, torch.Tensor]:
 class TorchEngine:
     """A fused ultralytics nn.Module on one device, fp32 or fp16, in channels-last memory format.
 
-    Channels-last is what makes PyTorch's CPU convolutions (oneDNN) fast: on this project's 2-core
-    CPU the stand-in network's forward pass takes about 40-47 ms/frame so, against 55-70 ms in
-    the default layout that ultralytics uses (bench/pipeline_speed.py measures both)."""
+    Channels-last is what makes PyTorch's CPU convolutions (oneDNN) fast; ultralytics uses the
+    default layout (bench/pipeline_speed.py measures both, the README has the figures).
+
+    Args:
+        model: The fused network, on its device.
+        half: Run in fp16 (CUDA).
+    """
 
     fixed_input = None
     channels_last = True
@@ -71,7 +86,8 @@ class OnnxEngine:
     """An ultralytics ONNX export in ONNX Runtime (CPU; CUDA when asked for and available).
 
     Static exports (fixed batch and size) are supported: the segmenter letterboxes to their size
-    and feeds them one batch of that size at a time."""
+    and feeds them one batch of that size at a time.
+    """
 
     channels_last = False  # it takes plain NCHW arrays
 

@@ -32,7 +32,8 @@ class SourceEnded:
 class Taken:
     """What the segmenter took from one source in one go: the events before a frame, the frame
     (None when only events or the end were waiting), how many frames were dropped before it,
-    and the end marker if the source has finished."""
+    and the end marker if the source has finished.
+    """
 
     source_id: str
     events: tuple[SourceEvent, ...] = ()
@@ -86,7 +87,8 @@ class FrameIntake:
 
     def put(self, source_id: str, item: Frame | SourceEvent | SourceEnded) -> bool:
         """Add an item; a frame may wait (BLOCK) or push the oldest frame out (DROP_OLDEST).
-        False when the run is stopping and the item was not added."""
+        False when the run is stopping and the item was not added.
+        """
         buffer = self._buffers[source_id]
         is_frame = isinstance(item, Frame)
         with self._changed:
@@ -116,7 +118,8 @@ class FrameIntake:
 
     def take(self, max_frames: int, max_wait_s: float) -> list[Taken]:
         """Up to `max_frames` frames across sources, waiting at most `max_wait_s` after the first
-        for more to arrive; events and ends come back at once. Empty when stopping or finished."""
+        for more to arrive; events and ends come back at once. Empty when stopping or finished.
+        """
         taken: list[Taken] = []
         deadline: float | None = None
         with self._changed:

@@ -28,7 +28,7 @@ class Letterbox:
     content_shape: tuple[int, int]  # (h, w) of the resized frame inside the input
 
     def boxes_to_source(self, boxes: torch.Tensor) -> torch.Tensor:
-        """xyxy boxes in input pixels → source pixels, clipped to the frame."""
+        """Xyxy boxes in input pixels → source pixels, clipped to the frame."""
         out = boxes.clone()
         out[:, [0, 2]] = (out[:, [0, 2]] - self.left) / self.gain
         out[:, [1, 3]] = (out[:, [1, 3]] - self.top) / self.gain
@@ -54,7 +54,7 @@ class ProtoMasks:
     def __len__(self) -> int:
         return len(self.coefficients)
 
-    def __getitem__(self, index: np.ndarray | slice) -> "ProtoMasks":
+    def __getitem__(self, index: np.ndarray | slice) -> ProtoMasks:
         if isinstance(index, np.ndarray):
             index = torch.as_tensor(index, device=self.coefficients.device)
         return ProtoMasks(self.protos, self.coefficients[index], self.boxes[index], self.letterbox)

@@ -15,9 +15,10 @@ a box (only instances mostly inside it are scored).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -49,7 +50,8 @@ class Selection:
 
 def read_mask(path: str | Path) -> np.ndarray:
     """A mask prompt from an image file (PNG, JPEG, ...): nonzero pixels, in any colour channel, are
-    the object (an alpha channel is ignored: an opaque black background is still background)."""
+    the object (an alpha channel is ignored: an opaque black background is still background).
+    """
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
     if image is None:
         raise PromptError(f"cannot read mask image {path}: not found or not an image")
@@ -62,7 +64,9 @@ def read_mask(path: str | Path) -> np.ndarray:
 def check_source(source_id: str | None, source_ids: Sequence[str]) -> None:
     """PromptError when a prompt names a source that is not among `source_ids` (None: every source)."""
     if source_id is not None and source_id not in source_ids:
-        raise PromptError(f"the prompt is for source {redact_url(source_id)!r}, but the sources are {', '.join(source_ids)}")
+        raise PromptError(
+            f"the prompt is for source {redact_url(source_id)!r}, but the sources are {', '.join(source_ids)}"
+        )
 
 
 def check_fits(prompt: Prompt, height: int, width: int) -> None:
@@ -122,14 +126,19 @@ def select_by_mask(instances: Instances, mask: np.ndarray) -> int | None:
 
 
 def rows_holding(instances: Instances, points: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """rows × points bool: which of `rows` (all when None) have a mask holding each point."""
+    """Rows × points bool: which of `rows` (all when None) have a mask holding each point."""
     rows = np.arange(len(instances)) if rows is None else rows
     hits = np.zeros((len(rows), len(points)), bool)
     if len(points) == 0 or len(rows) == 0:
         return hits
     xs, ys = points[:, 0].astype(int), points[:, 1].astype(int)
     boxes = instances.boxes[rows]
-    near = (boxes[:, None, 0] <= xs + 1) & (boxes[:, None, 2] >= xs) & (boxes[:, None, 1] <= ys + 1) & (boxes[:, None, 3] >= ys)
+    near = (
+        (boxes[:, None, 0] <= xs + 1)
+        & (boxes[:, None, 2] >= xs)
+        & (boxes[:, None, 1] <= ys + 1)
+        & (boxes[:, None, 3] >= ys)
+    )
     candidates = np.flatnonzero(near.any(axis=1))  # positions in `rows` whose box is near a point
     for chunk in _chunks(candidates):
         hits[chunk] = instances.masks(rows[chunk])[:, ys, xs]
@@ -150,7 +159,8 @@ def rows_inside(instances: Instances, box: np.ndarray, share: float = INSIDE_BOX
 
 def pick_by_similarity(similarities: np.ndarray, top_k: int | None, min_similarity: float | None) -> list[int]:
     """Positions of the chosen scores, best first: the `top_k` highest (default 1), or with
-    `min_similarity` every one at least that similar (at most `top_k` when given)."""
+    `min_similarity` every one at least that similar (at most `top_k` when given).
+    """
     order = np.argsort(-similarities, kind="stable")
     if min_similarity is not None:
         order = order[similarities[order] >= min_similarity]
@@ -166,7 +176,8 @@ def select(
     prompt: Prompt, instances: Instances, image: np.ndarray | None = None, scorer: TextScorer | None = None
 ) -> tuple[Selection, ...]:
     """The targets chosen by `prompt` among `instances` (one Selection each); PromptError when
-    nothing fits. Text prompts need the frame's `image` and a `scorer`."""
+    nothing fits. Text prompts need the frame's `image` and a `scorer`.
+    """
     height, width = instances.image_shape
     check_fits(prompt, height, width)
     if prompt.mask is not None:
@@ -176,7 +187,9 @@ def select(
         return (Selection((row,), row),)
     if prompt.text or len(prompt.boxes):
         # Background points veto the instances holding them (FastSAM's label 0, applied to candidates).
-        vetoed = rows_holding(instances, prompt.points).any(axis=1) if len(prompt.points) else np.zeros(len(instances), bool)
+        vetoed = (
+            rows_holding(instances, prompt.points).any(axis=1) if len(prompt.points) else np.zeros(len(instances), bool)
+        )
         candidates = np.flatnonzero(~vetoed)
         if prompt.text:
             return _select_by_text(prompt, instances, candidates, image, scorer)
@@ -198,7 +211,9 @@ def _select_by_boxes(prompt: Prompt, instances: Instances, candidates: np.ndarra
         if row is None:
             raise PromptError(f"no instance overlaps {label} on frame {prompt.frame}")
         if row in chosen:
-            raise PromptError(f"{label} selects the same instance as box {chosen.index(row) + 1}: give each object its own box")
+            raise PromptError(
+                f"{label} selects the same instance as box {chosen.index(row) + 1}: give each object its own box"
+            )
         chosen.append(row)
     # An object the segmenter cut into parts (a rider and the bike) fills the box only with all of
     # them: the parts lying inside the box that make the union fit it better join the target.

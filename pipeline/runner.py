@@ -13,19 +13,19 @@ import signal
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
 
 from ..core import EventKind, FrameResult, Prompt, SourceEvent, TargetChange, TrackState
 from ..errors import PromptError
-from ..sinks.base import Sink, as_sink
+from ..sinks.base import EventSink, Sink, as_sink
 from ..sources.base import DropPolicy, Source
 from ..sources.redact import redact_url
 from ..trackers import ByteTracker, Tracker
 from .batcher import BatchSettings, Segmented, SegmentingStages
 from .intake import SourceEnded
-from .prompts import Selection, TextScorer, check_source, select
+from .prompts import TextScorer, check_source, select
 from .segmenter import Segmenter
 from .summary import RunSummary, SourceSummary
 
@@ -40,7 +40,8 @@ class _Pending:
     """A change of targets waiting for frame `frame` of its source: a prompt to apply (adding its
     targets, or replacing every target when `replace`), or, with no prompt, targets to drop
     (`drop_ids`; None: all of them). A `strict` one (given at start) ends the run when it selects
-    nothing; any other (the control interface) becomes a prompt_failed event."""
+    nothing; any other (the control interface) becomes a prompt_failed event.
+    """
 
     frame: int
     prompt: Prompt | None = None
@@ -50,18 +51,27 @@ class _Pending:
 
     def describe(self) -> str:
         if self.prompt is None:
-            return "dropped " + ("every target" if self.drop_ids is None else "targets " + ", ".join(map(str, sorted(self.drop_ids))))
+            return "dropped " + (
+                "every target" if self.drop_ids is None else "targets " + ", ".join(map(str, sorted(self.drop_ids)))
+            )
         return f"{'replaced every target with' if self.replace else 'added'} {self.prompt.describe()}"
 
 
 class _Lane:
     """One source's state in the caller's thread: pending prompts, tracker, sinks and counts."""
 
-    def __init__(self, source: Source, tracker: Tracker, sinks: list[Sink], pending: list[_Pending],
-                 scorer: TextScorer | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        tracker: Tracker,
+        sinks: list[Sink],
+        pending: list[_Pending],
+        scorer: TextScorer | None = None,
+    ) -> None:
         self.source = source
         self.tracker = tracker
         self.sinks = sinks
+        self.event_sinks = [sink for sink in sinks if isinstance(sink, EventSink)]
         self.scorer = scorer
         self.pending = pending  # in arrival order
         self._inbox: list[_Pending] = []  # from other threads, moved to `pending` at each frame
@@ -69,7 +79,7 @@ class _Lane:
         self.target_ids: frozenset[int] = frozenset()  # replaced whole, so other threads may read it
         self.ended = False
         self.next_index = 0  # the index after the latest frame's
-        self.size: tuple[int, int] | None = None  # (width, height) of the frames so far
+        self.shape: tuple[int, int] | None = None  # (height, width) of the frames so far
         self.error: BaseException | None = None  # what ended this source, if it failed
         self.summary = SourceSummary(source.source_id, is_live=source.is_live)
 
@@ -90,38 +100,55 @@ class _Lane:
     def result(self, item: Segmented) -> FrameResult:
         frame, instances = item.frame, item.instances
         self.next_index = frame.index + 1
-        self._follow_size(frame.width, frame.height, frame.index)
-        change, selections, notes = self._due_changes(item)
+        self._follow_shape(frame.height, frame.width, frame.index)
+        change, notes = self._due_changes(item)
         tracks = self.tracker.update(instances, change, frame.image)
-        rows = {t.id: (t.instance_index, *t.parts) for t in tracks if t.is_target and t.instance_index is not None}
-        for selection in selections:  # a point prompt's merged instances form the target on its own frame
-            track_id = next((t.id for t in tracks if t.instance_index == selection.track_row), None)
-            if track_id in rows:
-                rows[track_id] = selection.rows
-        before, self.target_ids = self.target_ids, frozenset(t.id for t in tracks if t.is_target and t.state is not TrackState.REMOVED)
+        # A target's rows come from its tracker alone (on a prompt's frame: the prompt's selection,
+        # which the tracker took from TargetChange.parts).
+        rows = {t.id: (t.row, *t.parts) for t in tracks if t.is_target and t.row is not None}
+        before, self.target_ids = (
+            self.target_ids,
+            frozenset(t.id for t in tracks if t.is_target and t.state is not TrackState.REMOVED),
+        )
         if change is not None:
-            self.event(SourceEvent(self.source.source_id, EventKind.TARGETS_CHANGED, frame.index, time.time(),
-                                   message="; ".join(notes), added=tuple(sorted(self.target_ids - before)),
-                                   dropped=tuple(sorted(before - self.target_ids))))
+            self.event(
+                SourceEvent(
+                    self.source.source_id,
+                    EventKind.TARGETS_CHANGED,
+                    frame.index,
+                    time.time(),
+                    message="; ".join(notes),
+                    added=tuple(sorted(self.target_ids - before)),
+                    dropped=tuple(sorted(before - self.target_ids)),
+                )
+            )
         self.summary.frames += 1
         self.summary.dropped += item.dropped_before
         self.summary.frames_with_target += bool(rows)
         return FrameResult(frame, instances, tracks, rows, item.dropped_before)
 
-    def _due_changes(self, item: Segmented) -> tuple[TargetChange | None, list[Selection], list[str]]:
+    def _due_changes(self, item: Segmented) -> tuple[TargetChange | None, list[str]]:
         """The changes due on this frame, merged in arrival order. Live sources may drop a prompt's
-        own frame: the first frame at or after it is used."""
+        own frame: the first frame at or after it is used.
+        """
         index = item.frame.index
         with self._lock:
             self.pending += self._inbox
             self._inbox.clear()
             due = [p for p in self.pending if p.frame <= index]
             self.pending = [p for p in self.pending if p.frame > index]
-        change, selections, notes = None, [], []
+        change, notes = None, []
         for pending in due:
             if pending.prompt is None and pending.drop_ids is not None and not pending.drop_ids & self.target_ids:
-                self.event(SourceEvent(self.source.source_id, EventKind.PROMPT_FAILED, index, time.time(),
-                                       message=f"{pending.describe()}: no such target (targets: {sorted(self.target_ids)})"))
+                self.event(
+                    SourceEvent(
+                        self.source.source_id,
+                        EventKind.PROMPT_FAILED,
+                        index,
+                        time.time(),
+                        message=f"{pending.describe()}: no such target (targets: {sorted(self.target_ids)})",
+                    )
+                )
                 continue
             if pending.prompt is None:
                 step = TargetChange(drop_ids=pending.drop_ids or frozenset(), drop_all=pending.drop_ids is None)
@@ -132,26 +159,42 @@ class _Lane:
                     if pending.strict:
                         raise
                     reason = str(exc) if isinstance(exc, PromptError) else f"{type(exc).__name__}: {exc}"
-                    self.event(SourceEvent(self.source.source_id, EventKind.PROMPT_FAILED, index, time.time(),
-                                           message=f"{pending.describe()}: {reason}"))
+                    self.event(
+                        SourceEvent(
+                            self.source.source_id,
+                            EventKind.PROMPT_FAILED,
+                            index,
+                            time.time(),
+                            message=f"{pending.describe()}: {reason}",
+                        )
+                    )
                     continue
-                selections.extend(chosen)
-                step = TargetChange(add_rows=tuple(s.track_row for s in chosen), drop_all=pending.replace,
-                                    parts={s.track_row: s.rows for s in chosen if len(s.rows) > 1})
+                step = TargetChange(
+                    add_rows=tuple(s.track_row for s in chosen),
+                    drop_all=pending.replace,
+                    parts={s.track_row: s.rows for s in chosen if len(s.rows) > 1},
+                )
             notes.append(pending.describe())
             change = step if change is None else change.then(step)
-        return change, selections, notes
+        return change, notes
 
-    def _follow_size(self, width: int, height: int, index: int) -> None:
+    def _follow_shape(self, height: int, width: int, index: int) -> None:
         """A stream that comes back at another size: tracks move to the new coordinates."""
-        if self.size is not None and self.size != (width, height):
-            old_w, old_h = self.size
-            rescale = getattr(self.tracker, "rescale", None)
-            if rescale is not None:
-                rescale(width / old_w, height / old_h)
-            self.event(SourceEvent(self.source.source_id, EventKind.RESIZED, index, time.time(),
-                                   width=width, height=height, message=f"was {old_w}x{old_h}"))
-        self.size = (width, height)
+        if self.shape is not None and self.shape != (height, width):
+            old_h, old_w = self.shape
+            self.tracker.rescale(width / old_w, height / old_h)
+            self.event(
+                SourceEvent(
+                    self.source.source_id,
+                    EventKind.RESIZED,
+                    index,
+                    time.time(),
+                    width=width,
+                    height=height,
+                    message=f"was {old_w}x{old_h}",
+                )
+            )
+        self.shape = (height, width)
 
     def event(self, event: SourceEvent) -> None:
         if event.kind is EventKind.RECONNECTED:
@@ -160,21 +203,27 @@ class _Lane:
             self.summary.gave_up = event.message
         level = logging.INFO if event.kind in (EventKind.CONNECTED, EventKind.TARGETS_CHANGED) else logging.WARNING
         log.log(level, "%s", event.describe())
-        for sink in self.sinks:
-            on_event = getattr(sink, "on_event", None)
-            if on_event is not None:
-                on_event(event)
+        for sink in self.event_sinks:
+            sink.on_event(event)
 
     def end(self, ended: SourceEnded, interrupted: bool) -> None:
         """The source has no more frames. A failure, or a prompt never reached, ends this lane with
-        an error (raised when the run is over); a live source that gave up is already reported."""
+        an error (raised when the run is over); a live source that gave up is already reported.
+        """
         with self._lock:
             self.ended = True
             left, self.pending = self.pending + self._inbox, [p for p in self.pending if p.strict]
             self._inbox.clear()
         for pending in (p for p in left if not p.strict):  # a change sent while running is never lost silently
-            self.event(SourceEvent(self.source.source_id, EventKind.PROMPT_FAILED, self.next_index, time.time(),
-                                   message=f"{pending.describe()}: the source ended before frame {pending.frame}"))
+            self.event(
+                SourceEvent(
+                    self.source.source_id,
+                    EventKind.PROMPT_FAILED,
+                    self.next_index,
+                    time.time(),
+                    message=f"{pending.describe()}: the source ended before frame {pending.frame}",
+                )
+            )
         error = ended.error
         waiting = [p.frame for p in self.pending if p.strict]
         if error is None and waiting and not interrupted and not self.source.is_live:
@@ -231,8 +280,13 @@ class Pipeline:
         self.drop_policy = drop_policy
         shared = [as_sink(s) for s in sinks]
         self._lanes = {
-            s.source_id: _Lane(s, self._tracker_for(tracker), shared + [as_sink(k) for k in (sinks_for(s) if sinks_for else ())],
-                               self._prompts_for(s), text_scorer)
+            s.source_id: _Lane(
+                s,
+                self._tracker_for(tracker),
+                shared + [as_sink(k) for k in (sinks_for(s) if sinks_for else ())],
+                self._prompts_for(s),
+                text_scorer,
+            )
             for s in self.sources
         }
         self.sinks = list(dict.fromkeys(shared + [k for lane in self._lanes.values() for k in lane.sinks]))
@@ -255,7 +309,7 @@ class Pipeline:
     def _tracker_for(self, tracker: Tracker | Callable[[], Tracker] | None) -> Tracker:
         if tracker is None:
             return ByteTracker()
-        if not isinstance(tracker, type) and hasattr(tracker, "update"):  # an instance, not a class
+        if isinstance(tracker, Tracker) and not isinstance(tracker, type):  # an instance, not a class or factory
             if len(self.sources) > 1:
                 raise ValueError("several sources need a tracker each: pass a factory (e.g. a class), not an instance")
             return tracker
@@ -294,7 +348,8 @@ class Pipeline:
     def add_prompt(self, prompt: Prompt, replace: bool = False) -> None:
         """Apply `prompt` on frame `prompt.frame` of its source(s), or on the next frame when that
         has passed: its targets are added (or, with `replace`, become the only targets). Safe from
-        any thread; a prompt that then selects nothing is a prompt_failed event, not an error."""
+        any thread; a prompt that then selects nothing is a prompt_failed event, not an error.
+        """
         if prompt.is_empty:
             raise PromptError("the prompt is empty: give points, boxes, text or a mask")
         self._check_prompt(prompt)
@@ -302,7 +357,8 @@ class Pipeline:
 
     def drop_targets(self, ids: Iterable[int] | None = None, source_id: str | None = None, frame: int = 0) -> None:
         """Stop following targets `ids` (None: every target) from frame `frame` (or the next frame) on.
-        Ids are counted per source, so dropping ids in a run of several sources needs `source_id`."""
+        Ids are counted per source, so dropping ids in a run of several sources needs `source_id`.
+        """
         if ids is None:
             return self._submit(source_id, _Pending(frame))
         drop = frozenset(int(i) for i in ids)
@@ -319,7 +375,7 @@ class Pipeline:
     def __iter__(self) -> Iterator[FrameResult]:
         return self.results()
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -327,7 +383,8 @@ class Pipeline:
 
     def stop(self) -> None:
         """Ask the run to end after the frame in hand; safe from signal handlers and other threads.
-        Every sink then has the same frames, and is finalised."""
+        Every sink then has the same frames, and is finalised.
+        """
         self._stop_requested.set()
 
     def close(self) -> None:
@@ -402,17 +459,17 @@ class Pipeline:
             stages.stop()
             for source_id, lane in self._lanes.items():  # drops after the last result count too
                 lane.summary.dropped = max(lane.summary.dropped, stages.dropped(source_id))
-            for close in [sink.close for sink in self.sinks] + [source.close for source in self.sources]:
+            for closing in [*self.sinks, *self.sources]:
                 try:
-                    close()
+                    closing.close()
                 except Exception as exc:  # noqa: BLE001 - every sink gets closed before we report
                     errors.append(exc)
-                    log.error("closing %s failed: %s", getattr(close, "__self__", close), exc)
+                    log.error("closing %s failed: %s", type(closing).__name__, exc)
         if errors and report_errors:
             raise errors[0]
 
 
-def _close_at_exit(pipeline_ref: "weakref.ref[Pipeline]") -> None:
+def _close_at_exit(pipeline_ref: weakref.ref[Pipeline]) -> None:
     pipeline = pipeline_ref()
     if pipeline is None:
         return
@@ -425,7 +482,8 @@ def _close_at_exit(pipeline_ref: "weakref.ref[Pipeline]") -> None:
 @contextmanager
 def _interrupts_deferred():
     """Hold Ctrl-C and SIGTERM off while threads stop and sinks finalise, so a video is never left
-    without its trailer. (Signal handlers can only be changed from the main thread.)"""
+    without its trailer. (Signal handlers can only be changed from the main thread.)
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 
 from ..core import Frame, Instances
 from ..errors import ConfigError, ModelError
+from ..settings import Fraction01, Settings
 from .engines import Engine, OnnxEngine, TorchEngine
 from .masks import Letterbox, ProtoMasks
 
@@ -28,23 +31,112 @@ DEFAULT_WEIGHTS = "FastSAM-s.pt"
 _PAD_VALUE = 114  # ultralytics' letterbox grey
 
 
+@runtime_checkable
 class Segmenter(Protocol):
+    """Anything that segments a batch of frames: the pipeline's only demand on a model."""
+
     def segment(self, frames: Sequence[Frame]) -> list[Instances]:
-        """One Instances per frame, in the same order."""
+        """Segment every frame.
+
+        Args:
+            frames: A batch, possibly from several sources and of several sizes.
+
+        Returns:
+            One Instances per frame, in the same order.
+        """
         ...
 
 
-@dataclass(frozen=True)
-class SegmenterSettings:
-    weights: str = DEFAULT_WEIGHTS
-    device: str | None = None  # None: cuda:0 when available, else cpu
-    imgsz: int = 640
-    conf: float = 0.1  # low, for the tracker's second round (see TrackerConfig.high_score)
-    iou: float = 0.7
-    max_det: int = 300
-    agnostic_nms: bool = True  # FastSAM is class-agnostic; keeps one instance per object
-    half: bool = False
-    threads: int | None = None  # torch CPU threads; None: every core this process may use
+@runtime_checkable
+class StagedSegmenter(Segmenter, Protocol):
+    """A segmenter split in two stages, so the pipeline can pre-process the next batch (`prepare`,
+    on the CPU) while the current one is in the network (`infer`). `segment(f)` is `infer(prepare(f))`.
+    """
+
+    def prepare(self, frames: Sequence[Frame]) -> object:
+        """Pre-process a batch (letterbox, normalise).
+
+        Args:
+            frames: The batch.
+
+        Returns:
+            Whatever `infer` takes.
+        """
+        ...
+
+    def infer(self, prepared: object) -> list[Instances]:
+        """The network and post-processing for what `prepare` made.
+
+        Args:
+            prepared: `prepare`'s result.
+
+        Returns:
+            One Instances per frame given to `prepare`, in its order.
+        """
+        ...
+
+
+class _OneStage:
+    """A plain Segmenter seen as a StagedSegmenter: preparing is keeping the frames."""
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        self.segmenter = segmenter
+
+    def segment(self, frames: Sequence[Frame]) -> list[Instances]:
+        return self.segmenter.segment(frames)
+
+    def prepare(self, frames: Sequence[Frame]) -> object:
+        return list(frames)
+
+    def infer(self, prepared: object) -> list[Instances]:
+        return self.segmenter.segment(prepared)  # type: ignore[arg-type]
+
+
+def staged(segmenter: Segmenter) -> StagedSegmenter:
+    """The segmenter as two stages (a plain one prepares nothing).
+
+    Args:
+        segmenter: Any Segmenter.
+
+    Returns:
+        The segmenter itself when it is a StagedSegmenter, else an adapter.
+    """
+    if isinstance(segmenter, StagedSegmenter):
+        return segmenter
+    if isinstance(segmenter, Segmenter):
+        return _OneStage(segmenter)
+    raise TypeError(f"a segmenter needs segment(frames); got {type(segmenter).__name__}")
+
+
+class SegmenterSettings(Settings):
+    """The network and its post-processing: config section `model`."""
+
+    weights: str = Field(
+        DEFAULT_WEIGHTS,
+        min_length=1,
+        description="FastSAM / YOLOv8-seg checkpoint (*.pt) or ONNX export (*.onnx, run in ONNX Runtime); "
+        f"{DEFAULT_WEIGHTS} is fetched by name where there is internet",
+    )
+    device: str | None = Field(None, description="cpu or cuda:N (default: cuda:0 when available, else cpu)")
+    imgsz: int = Field(640, ge=32, le=4096, description="network input size, a multiple of 32")
+    # Low on purpose: the tracker's second round wants the unsure instances too; tracks only
+    # start at tracker.high_score.
+    conf: Fraction01 = Field(0.1, description="confidence threshold (tracks start at tracker.high_score)")
+    iou: Fraction01 = Field(0.7, description="NMS IoU threshold")
+    max_det: int = Field(300, ge=1, description="most instances per frame")
+    # FastSAM is class-agnostic: one instance per object, whatever a class-aware stand-in says.
+    agnostic_nms: bool = Field(True, description="NMS across classes (FastSAM's behaviour)")
+    half: bool = Field(False, description="fp16 on CUDA (PyTorch weights only)")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the network (default: every core this process may use)"
+    )
+
+    @field_validator("imgsz")
+    @classmethod
+    def _stride_multiple(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"must be a multiple of 32 (the network's stride), e.g. {v + (-v) % 32}")
+        return v
 
 
 def cpu_count() -> int:
@@ -112,7 +204,8 @@ def load_segmentation_model(weights: str, device: torch.device) -> torch.nn.Modu
 
 def letterbox_geometry(source_shape: tuple[int, int], imgsz: int, stride: int, minimal: bool) -> Letterbox:
     """Where a frame goes in the network input: scaled to fit imgsz, padded to imgsz×imgsz, or
-    only to a stride multiple when `minimal`, centred."""
+    only to a stride multiple when `minimal`, centred.
+    """
     h, w = source_shape
     gain = min(imgsz / h, imgsz / w)
     ch, cw = max(round(h * gain), 1), max(round(w * gain), 1)
@@ -135,7 +228,8 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int, minimal: bool) -> tupl
 
 def letterbox_on_device(images: torch.Tensor, lb: Letterbox) -> torch.Tensor:
     """The same letterbox for a B×H×W×3 uint8 BGR batch already on the device (a GPU): B×3×h×w
-    float RGB in [0, 1]. Bilinear without antialiasing, like cv2.INTER_LINEAR."""
+    float RGB in [0, 1]. Bilinear without antialiasing, like cv2.INTER_LINEAR.
+    """
     x = images.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
     (ch, cw), (ih, iw) = lb.content_shape, lb.input_shape
     if (ch, cw) != lb.source_shape:
@@ -173,7 +267,8 @@ class UltralyticsSegmenter:
 
     Frames are grouped by size and each group is letterboxed to its own minimal stride-padded
     rectangle, so a frame's result does not depend on what else shared its batch (a frame from
-    one camera segments the same whether it is batched with others or alone)."""
+    one camera segments the same whether it is batched with others or alone).
+    """
 
     def __init__(self, settings: SegmenterSettings, engine: Engine | None = None) -> None:
         self.settings = settings
@@ -196,7 +291,8 @@ class UltralyticsSegmenter:
 
     def prepare(self, frames: Sequence[Frame]) -> list[_Prepared]:
         """Pre-processing, run by the pipeline while the previous batch is in the network: frames
-        grouped by size (and by the batch a static export takes), letterboxed and normalised."""
+        grouped by size (and by the batch a static export takes), letterboxed and normalised.
+        """
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i, frame in enumerate(frames):
             by_size.setdefault(frame.image.shape, []).append(i)
@@ -204,7 +300,7 @@ class UltralyticsSegmenter:
         groups = []
         for rows in by_size.values():
             step = fixed[0] if fixed else len(rows)
-            groups += [rows[start:start + step] for start in range(0, len(rows), step)]
+            groups += [rows[start : start + step] for start in range(0, len(rows), step)]
         return [self._prepare_group(rows, [frames[i] for i in rows]) for rows in groups]
 
     def _prepare_group(self, rows: list[int], frames: Sequence[Frame]) -> _Prepared:

@@ -1,35 +1,85 @@
-"""The Sink protocol: something that takes every FrameResult and is closed once at the end."""
+"""The sink protocols: what takes every FrameResult (`Sink`), what also takes its sources' events
+(`EventSink`), and what writes a file (`FileSink`).
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
-from ..core import FrameResult
+from ..core import FrameResult, SourceEvent
 
 
 @runtime_checkable
 class Sink(Protocol):
-    def write(self, result: FrameResult) -> None: ...
+    """Takes every FrameResult of its sources, in order, and is closed once at the end."""
+
+    def write(self, result: FrameResult) -> None:
+        """Take one frame's result.
+
+        Args:
+            result: The frame, its instances and its tracks.
+        """
+        ...
 
     def close(self) -> None:
         """Finalise the output. Called exactly once, also after errors and Ctrl-C."""
         ...
 
 
+@runtime_checkable
+class EventSink(Sink, Protocol):
+    """A sink that also takes its sources' events (connected, lost, targets changed, ...), in order
+    with the frames.
+    """
+
+    def on_event(self, event: SourceEvent) -> None:
+        """Take one event.
+
+        Args:
+            event: What happened, on which source and frame.
+        """
+        ...
+
+
+@runtime_checkable
+class FileSink(Sink, Protocol):
+    """A sink that writes one file: the run's summary names it."""
+
+    path: Path
+
+
 class CallbackSink:
-    """A plain callable used as a sink."""
+    """A plain callable used as a sink.
+
+    Args:
+        callback: Called with every FrameResult.
+    """
 
     def __init__(self, callback: Callable[[FrameResult], object]) -> None:
         self.callback = callback
 
     def write(self, result: FrameResult) -> None:
+        """Call the callback."""
         self.callback(result)
 
     def close(self) -> None:
-        pass
+        """Nothing to finalise."""
 
 
 def as_sink(obj: Sink | Callable[[FrameResult], object]) -> Sink:
+    """A Sink for a Sink or a plain callable.
+
+    Args:
+        obj: A Sink, or a callable taking a FrameResult.
+
+    Returns:
+        The sink itself, or a CallbackSink around the callable.
+
+    Raises:
+        TypeError: Neither.
+    """
     if isinstance(obj, Sink):
         return obj
     if callable(obj):

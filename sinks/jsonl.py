@@ -12,7 +12,7 @@ track has no mask. Tracks listed: every track matched this frame, and the target
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TextIO
 
@@ -61,11 +61,11 @@ class JsonlSink:
         """Masks by track id for the tracks that get one, assembled in one call."""
         if self.masks == "none":
             return {}
-        found = [t for t in tracks if t.state is TrackState.TRACKED and t.instance_index is not None]
+        found = [t for t in tracks if t.state is TrackState.TRACKED and t.row is not None]
         masks = {t.id: result.mask_of(t) for t in found if t.is_target}
         if self.masks == "all":
             others = [t for t in found if not t.is_target]
-            rendered = result.instances.masks([t.instance_index for t in others]) if others else []
+            rendered = result.instances.masks([t.row for t in others]) if others else []
             masks.update({t.id: m for t, m in zip(others, rendered)})
         return masks
 
@@ -91,7 +91,8 @@ class JsonlSink:
 
 class _JsonLines:
     """A JSON-lines file opened on the first line (a run that fails to start leaves nothing) and
-    flushed after every line (a crash or Ctrl-C keeps every line written so far)."""
+    flushed after every line (a crash or Ctrl-C keeps every line written so far).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -124,7 +125,7 @@ class EventLogSink:
         return {
             "source": event.source_id,
             "event": event.kind.value,
-            "time": datetime.fromtimestamp(event.at, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(event.at, UTC).isoformat(timespec="milliseconds"),
             "next_frame": event.next_frame,
             "attempt": event.attempt,
             "message": event.message,

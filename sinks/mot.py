@@ -40,7 +40,9 @@ class MotSink:
         if self._source_id is None:
             self._source_id = source_id
         elif source_id != self._source_id:  # frame numbers of two sources would collide in one file
-            raise ValueError(f"a MotSink holds one source ({self._source_id}), got a frame of {source_id}: give each source its own")
+            raise ValueError(
+                f"a MotSink holds one source ({self._source_id}), got a frame of {source_id}: give each source its own"
+            )
         if self._file is None:
             self._file = self._open()
         text = "".join(line + "\n" for line in self.lines(result))

@@ -15,10 +15,19 @@ import cv2
 import numpy as np
 
 from ..core import FrameResult, TrackState
-from ..errors import OutputError
+from ..errors import OutputError, error_reason
 
 # BGR. Each target gets its colour from its id (id 1: amber), so several targets stay apart.
-TARGET_COLOURS = ((0, 200, 255), (255, 120, 0), (80, 220, 60), (220, 60, 220), (60, 60, 255), (255, 255, 0), (0, 128, 255), (160, 80, 255))
+TARGET_COLOURS = (
+    (0, 200, 255),
+    (255, 120, 0),
+    (80, 220, 60),
+    (220, 60, 220),
+    (60, 60, 255),
+    (255, 255, 0),
+    (0, 128, 255),
+    (160, 80, 255),
+)
 OTHER_COLOUR = (200, 200, 200)
 MASK_ALPHA = 0.45
 # Frames keep their source timestamps (variable frame rates included) at 90 kHz, MPEG's clock.
@@ -59,7 +68,7 @@ class VideoSink:
         self.frames_written = 0
         self._container: av.container.OutputContainer | None = None
         self._stream = None
-        self._size: tuple[int, int] | None = None  # (width, height) as encoded: even, as yuv420p needs
+        self._shape: tuple[int, int] | None = None  # (height, width) as encoded: even, as yuv420p needs
         self._first_pts: float | None = None
         self._last_ticks: int | None = None
 
@@ -68,11 +77,11 @@ class VideoSink:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             container = av.open(str(self.path), mode="w")
         except (OSError, av.FFmpegError) as exc:
-            raise OutputError(f"cannot write {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise OutputError(f"cannot write {self.path}: {error_reason(exc)}") from None
         try:
             stream = container.add_stream(self.codec, rate=self.fps)
-            self._size = (width + width % 2, height + height % 2)
-            stream.width, stream.height = self._size
+            self._shape = (height + height % 2, width + width % 2)
+            stream.height, stream.width = self._shape
             stream.pix_fmt = "yuv420p"
             stream.codec_context.time_base = TIME_BASE
             stream.options = {"crf": str(self.crf), "preset": "veryfast"}
@@ -95,7 +104,7 @@ class VideoSink:
         image = annotate(result)
         if self._container is None:
             self._open(*image.shape[:2])
-        width, height = self._size
+        height, width = self._shape
         h, w = image.shape[:2]
         if (h, w) != (height, width):
             # Odd sizes are padded by one pixel; a frame of another size (a stream that changed

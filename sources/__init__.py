@@ -1,9 +1,9 @@
 """Frame sources, and `open_source`, which picks one from what the user typed:
 
-    video file, image folder              → FileSource, FolderSource   (never drop a frame)
-    rtsp:// rtsps:// rtmp:// http(s):// srt:// udp:// tcp:// rtp://  → StreamSource   (live)
-    /dev/videoN, or a bare camera index N → CameraSource (V4L2)         (live)
-    lavfi:GRAPH (e.g. lavfi:testsrc=size=640x480:rate=30,realtime) → CameraSource (FFmpeg virtual device)
+video file, image folder              → FileSource, FolderSource   (never drop a frame)
+rtsp:// rtsps:// rtmp:// http(s):// srt:// udp:// tcp:// rtp://  → StreamSource   (live)
+/dev/videoN, or a bare camera index N → CameraSource (V4L2)         (live)
+lavfi:GRAPH (e.g. lavfi:testsrc=size=640x480:rate=30,realtime) → CameraSource (FFmpeg virtual device)
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def default_id(spec: str) -> str:
         address = redact_url(spec).split("://", 1)[1].rpartition("@")[2]
         return safe_id(address.replace(MASK, ""), "stream")
     if spec.startswith("lavfi:"):
-        return safe_id("lavfi-" + re.split(r"[=,:]", spec[len("lavfi:"):], maxsplit=1)[0], "lavfi")
+        return safe_id("lavfi-" + re.split(r"[=,:]", spec[len("lavfi:") :], maxsplit=1)[0], "lavfi")
     camera = _CAMERA_DEVICE.match(spec)
     if camera:
         return f"video{camera.group(2) or camera.group(3)}"
@@ -56,7 +56,7 @@ def open_source(
     if is_stream_url(text):
         return StreamSource(text, source_id, stream)
     if text.startswith("lavfi:"):
-        return CameraSource(text[len("lavfi:"):], source_id, format="lavfi", settings=stream)
+        return CameraSource(text[len("lavfi:") :], source_id, format="lavfi", settings=stream)
     camera = _CAMERA_DEVICE.match(text)
     if camera and (camera.group(2) or not Path(text).exists()):  # a file called "0" is still a file
         device = camera.group(1) if camera.group(2) else f"/dev/video{camera.group(3)}"
@@ -74,6 +74,18 @@ def open_source(
 
 
 __all__ = [
-    "CameraSource", "DropPolicy", "FileSource", "FolderSource", "LiveSource", "ReconnectPolicy", "Source",
-    "SourceState", "StreamSettings", "StreamSource", "default_id", "is_stream_url", "open_source", "redact_url",
+    "CameraSource",
+    "DropPolicy",
+    "FileSource",
+    "FolderSource",
+    "LiveSource",
+    "ReconnectPolicy",
+    "Source",
+    "SourceState",
+    "StreamSettings",
+    "StreamSource",
+    "default_id",
+    "is_stream_url",
+    "open_source",
+    "redact_url",
 ]

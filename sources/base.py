@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterator
 from fractions import Fraction
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..core import Frame, SourceEvent
 
@@ -17,7 +18,7 @@ class DropPolicy(str, enum.Enum):
     DROP_OLDEST = "drop_oldest"  # the oldest waiting frame goes: latency stays bounded (live streams)
 
     @classmethod
-    def for_source(cls, source: "Source", configured: "DropPolicy | str | None" = None) -> "DropPolicy":
+    def for_source(cls, source: Source, configured: DropPolicy | str | None = None) -> DropPolicy:
         """The configured policy, or the natural one: live sources drop, others wait."""
         if configured not in (None, "auto"):
             return cls(configured)
@@ -33,21 +34,16 @@ class Source(Protocol):
 
     def frames(self) -> Iterator[Frame | SourceEvent]:
         """Decoded frames in order, with SourceEvents between them where the source's state
-        changes (live sources). Raises SourceError on unreadable input."""
+        changes (live sources). Raises SourceError on unreadable input.
+        """
         ...
 
     def close(self) -> None:
         """Release the source. A live source must accept this from another thread while
         `frames()` runs: it is how its reader is told to stop (at once between reconnect
-        attempts, when the read in progress returns otherwise)."""
+        attempts, when the read in progress returns otherwise).
+        """
         ...
-
-
-def error_reason(exc: BaseException) -> str:
-    """The short reason in an error from PyAV/FFmpeg or the OS, for one-line messages."""
-    if isinstance(exc, EOFError):
-        return "end of stream"
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 
 from ..core import Frame
-from ..errors import SourceError
-from .base import error_reason, safe_id
+from ..errors import SourceError, error_reason
+from .base import safe_id
 
 _DEFAULT_FPS = Fraction(30)
 log = logging.getLogger(__name__)
@@ -55,7 +55,9 @@ class FileSource:
         if self.frame_count and index < self.frame_count:
             log.warning(
                 "%s: decoded %d of the %d frames its container announces (truncated, or a stream that skips frames)",
-                self.path, index, self.frame_count,
+                self.path,
+                index,
+                self.frame_count,
             )
 
     def close(self) -> None:

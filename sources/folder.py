@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 

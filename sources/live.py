@@ -22,15 +22,16 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from fractions import Fraction
-from typing import Callable, Iterator, TypeVar
+from typing import Literal, TypeVar
 
 import av
+from pydantic import Field
 
 from ..core import EventKind, Frame, SourceEvent
-from ..errors import ConfigError, SourceConnectionError, SourceError
-from .base import error_reason
+from ..errors import ConfigError, SourceConnectionError, SourceError, error_reason
+from ..settings import Fraction01, Settings
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,24 @@ class SourceState(str, enum.Enum):
     STOPPED = "stopped"
 
 
-@dataclass(frozen=True)
-class ReconnectPolicy:
-    """Exponential backoff with jitter: attempt n waits initial·multiplierⁿ⁻¹ (capped), ± jitter."""
+class ReconnectPolicy(Settings):
+    """How a lost live source retries: config section `source.reconnect`.
 
-    initial_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 0.25  # fraction of the delay, drawn uniformly in ±jitter: cameras restarted together do not retry together
-    max_attempts: int | None = None  # None: retry forever
-    # A connection that drops sooner than this counts as a failed attempt: a flapping camera backs
-    # off and can give up, instead of being hammered at the first delay forever.
-    stable_after_s: float = 5.0
+    Exponential backoff with jitter: attempt n waits initial·multiplierⁿ⁻¹ (capped), ± jitter.
+    """
+
+    max_attempts: int | None = Field(
+        None, ge=0, description="give a lost live source up after this many attempts (default: never)"
+    )
+    initial_delay_s: float = Field(0.5, ge=0, description="seconds before the first reconnect attempt")
+    max_delay_s: float = Field(30.0, ge=0, description="the longest wait between attempts")
+    multiplier: float = Field(2.0, ge=1.0, description="each wait is the previous one times this")
+    # Cameras restarted together do not retry together.
+    jitter: Fraction01 = Field(0.25, description="fraction of the delay drawn uniformly in ±jitter")
+    # A flapping camera backs off and can give up, instead of being hammered at the first delay forever.
+    stable_after_s: float = Field(
+        5.0, ge=0, description="a connection that drops sooner than this counts as a failed attempt"
+    )
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         try:
@@ -75,14 +82,19 @@ class ReconnectPolicy:
         return self.max_attempts is not None and attempt >= self.max_attempts
 
 
-@dataclass(frozen=True)
-class StreamSettings:
-    open_timeout_s: float = 10.0
-    read_timeout_s: float = 5.0  # no packet for this long counts as a lost stream
-    transport: str = "tcp"  # RTSP only: tcp or udp
-    # None: decide by the stream. An http(s) URL whose container knows its duration (a file, a
-    # finished HLS playlist) is a recording: read once, never dropped, its end is the end.
-    live: bool | None = None
+class StreamSettings(Settings):
+    """How live sources connect and reconnect (the connection keys of config section `source`)."""
+
+    open_timeout_s: float = Field(10.0, gt=0, description="seconds to wait for a stream or camera to open")
+    read_timeout_s: float = Field(5.0, gt=0, description="seconds without data before a live source counts as lost")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    # An http(s) URL whose container knows its duration (a file, a finished HLS playlist) is a
+    # recording: read once, never dropped, its end is the end.
+    live: bool | None = Field(
+        None,
+        description="force a stream to be treated as live (true) or as a recording (false); "
+        "default: decided by the stream",
+    )
     reconnect: ReconnectPolicy = ReconnectPolicy()
 
 
@@ -167,7 +179,8 @@ class LiveSource:
 
     def close(self) -> None:
         """Stop: safe from any thread. A reader waiting between attempts stops at once; one in a
-        network read notices when the read returns (within the read timeout) and closes its stream."""
+        network read notices when the read returns (within the read timeout) and closes its stream.
+        """
         self._closed.set()
         with self._handover:
             container, self._container = self._container, None
@@ -178,7 +191,9 @@ class LiveSource:
     def _decoded(container: av.container.InputContainer) -> Iterator[av.VideoFrame]:
         return container.decode(container.streams.video[0])
 
-    def _decode(self, container: av.container.InputContainer, decoded_frames: Iterator[av.VideoFrame]) -> Iterator[Frame]:
+    def _decode(
+        self, container: av.container.InputContainer, decoded_frames: Iterator[av.VideoFrame]
+    ) -> Iterator[Frame]:
         """Frames until the stream ends or fails; returns why it stopped (redacted)."""
         base = container.streams.video[0].time_base
         # (stream pts, our pts, arrival) where this connection's clock meets our timeline; the
@@ -219,7 +234,8 @@ class LiveSource:
     def _continue_timeline(self, now: float) -> float:
         """Where a connection's first frame sits in pts: seconds since the source opened for the
         first connection; for a reconnect, the last frame's pts plus the time since it arrived
-        (a burst on connect may have run ahead of the wall clock, so that clock could go back)."""
+        (a burst on connect may have run ahead of the wall clock, so that clock could go back).
+        """
         if self._last_arrival is None:
             return now - self._started_at
         return self._last_pts + (now - self._last_arrival)
@@ -239,13 +255,16 @@ class LiveSource:
         container.streams.video[0].thread_type = "AUTO"
         return container
 
-    def _reconnect(self, attempt: int) -> tuple[tuple[av.container.InputContainer, Iterator[av.VideoFrame]] | None, int, str]:
+    def _reconnect(
+        self, attempt: int
+    ) -> tuple[tuple[av.container.InputContainer, Iterator[av.VideoFrame]] | None, int, str]:
         """Retry with backoff, counting on from `attempt` failed attempts, until a connection
         delivers a frame, the source is closed, or the attempts are spent:
         ((container, its frames from the first on), attempts, last error).
 
         A connection only counts once a frame arrives: a server that accepts and then fails at
-        once is a failed attempt, so backoff and the attempt limit still apply to it."""
+        once is a failed attempt, so backoff and the attempt limit still apply to it.
+        """
         policy = self.settings.reconnect
         last_error = "reconnecting is off (max_attempts 0)" if policy.gives_up_after(0) else "the stream kept dropping"
         while not policy.gives_up_after(attempt):
@@ -293,7 +312,9 @@ class LiveSource:
 class StreamSource(LiveSource):
     """A network stream PyAV can open: rtsp://, rtmp://, http(s):// (HLS playlists too), srt://, udp://."""
 
-    def __init__(self, url: str, source_id: str, settings: StreamSettings = StreamSettings(), seed: int | None = None) -> None:
+    def __init__(
+        self, url: str, source_id: str, settings: StreamSettings = StreamSettings(), seed: int | None = None
+    ) -> None:
         self.url = url
         if settings.transport not in ("tcp", "udp"):
             raise ConfigError(f"RTSP transport must be tcp or udp, got {settings.transport!r}")
@@ -344,13 +365,19 @@ class CameraSource(LiveSource):
 
     def _open(self) -> av.container.InputContainer:
         s = self.settings
-        return av.open(self.device, mode="r", format=self.format, options=dict(self.options),
-                       timeout=(s.open_timeout_s, s.read_timeout_s))
+        return av.open(
+            self.device,
+            mode="r",
+            format=self.format,
+            options=dict(self.options),
+            timeout=(s.open_timeout_s, s.read_timeout_s),
+        )
 
 
 def _in_background(open_it: Callable[[], T]) -> T:
     """Run a blocking open in a daemon thread while this thread waits in short slices, so Ctrl-C
-    is taken at once: inside av.open the interrupt is held off until the open times out."""
+    is taken at once: inside av.open the interrupt is held off until the open times out.
+    """
     done = threading.Event()
     outcome: list = []
 

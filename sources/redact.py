@@ -24,7 +24,7 @@ def _userinfo(url: str) -> tuple[str, re.Match | None]:
     """(scheme and slashes, the user:password@ match of the rest, if it has a password)."""
     scheme = _SCHEME.match(url)
     head = scheme.group(0) if scheme else ""
-    match = _USERINFO.match(url[len(head):])
+    match = _USERINFO.match(url[len(head) :])
     return head, match if match and match.group("password") else None
 
 

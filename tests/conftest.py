@@ -1,5 +1,6 @@
 """Shared fixtures: paths into ../shared (real clips, DAVIS frames, the stand-in model) and one
-loaded segmenter for the whole session (loading costs seconds)."""
+loaded segmenter for the whole session (loading costs seconds).
+"""
 
 from __future__ import annotations
 

@@ -32,6 +32,10 @@ import time
 from pathlib import Path
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+# Bounds on waits that end in well under a second (the server starting, a killed server's port
+# coming free): they only stop a hang, so they are generous for a slow, busy machine.
+READY_TIMEOUT_S = 60.0
+PORT_FREE_S = 30.0
 SERVER_SCRIPT = Path(__file__).resolve().with_name("rtsp_server.py")
 HOST = "127.0.0.1"
 
@@ -103,7 +107,7 @@ class RtspServer:
         path: str = "/stream",
         shared: bool = False,
         key_int: int = 10,
-        ready_timeout: float = 20.0,
+        ready_timeout: float = READY_TIMEOUT_S,
     ):
         if (width is None) != (height is None):
             raise ValueError("RtspServer: give width and height together, or neither")
@@ -131,8 +135,16 @@ class RtspServer:
 
     def _command(self) -> list[str]:
         cmd = [
-            SYSTEM_PYTHON, str(SERVER_SCRIPT), "--file", str(self.clip), "--port", str(self.port or 0),
-            "--path", self.path, "--key-int", str(self.key_int),
+            SYSTEM_PYTHON,
+            str(SERVER_SCRIPT),
+            "--file",
+            str(self.clip),
+            "--port",
+            str(self.port or 0),
+            "--path",
+            self.path,
+            "--key-int",
+            str(self.key_int),
         ]
         if self.width is not None:
             cmd += ["--width", str(self.width), "--height", str(self.height)]
@@ -163,7 +175,11 @@ class RtspServer:
         for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):  # keep the venv out of Debian's python
             env.pop(var, None)
         self.proc = subprocess.Popen(
-            self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
+            self._command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
         )
         line = self._read_ready_line()
         if not line or not line.startswith("READY "):
@@ -173,7 +189,8 @@ class RtspServer:
                 exited = None
             self._reap()
             what = (
-                f"exited with status {exited} before it was ready" if exited is not None
+                f"exited with status {exited} before it was ready"
+                if exited is not None
                 else f"was not ready within {self.ready_timeout:g} s (killed)"
             )
             raise RtspServerError(
@@ -234,11 +251,11 @@ class RtspServer:
             raise ValueError("RtspServer.restart: give width and height together, or neither")
         if width is not None:
             self.width, self.height = width, height
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + PORT_FREE_S
         while True:
             try:
                 return self.start()
-            except RtspServerError as e:  # the port still taken: retry a little, nothing else
+            except RtspServerError as e:  # the port still taken: retry until it is free, nothing else
                 if "cannot listen" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)

@@ -84,7 +84,8 @@ class Looper:
     Everything the decoder sends through that pad passes a probe: the EOS is dropped and a
     flushing seek to 0 goes back upstream (from the main loop, not the streaming thread); the
     flush it causes is dropped too (the encoder and payloader keep their state), and the pad's
-    running-time offset grows by the length of each pass, so timestamps keep increasing."""
+    running-time offset grows by the length of each pass, so timestamps keep increasing.
+    """
 
     def __init__(self, pad: Gst.Pad):
         self.pad = pad
@@ -93,7 +94,9 @@ class Looper:
         self.offset = 0
         self.seeking = False
         self.looping = True
-        pad.add_probe(Gst.PadProbeType.BUFFER | Gst.PadProbeType.EVENT_DOWNSTREAM | Gst.PadProbeType.EVENT_FLUSH, self.probe)
+        pad.add_probe(
+            Gst.PadProbeType.BUFFER | Gst.PadProbeType.EVENT_DOWNSTREAM | Gst.PadProbeType.EVENT_FLUSH, self.probe
+        )
 
     def probe(self, pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         if info.type & Gst.PadProbeType.BUFFER:
@@ -125,8 +128,13 @@ class Looper:
 
     def seek_to_start(self) -> bool:
         seek = Gst.Event.new_seek(
-            1.0, Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE,
-            Gst.SeekType.SET, 0, Gst.SeekType.NONE, -1,
+            1.0,
+            Gst.Format.TIME,
+            Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE,
+            Gst.SeekType.SET,
+            0,
+            Gst.SeekType.NONE,
+            -1,
         )
         if not self.pad.push_event(seek):  # upstream, to decodebin
             # not seekable, or the media is being torn down: let the stream end instead of stalling
@@ -158,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     # a new client after the last one left gets a fresh pipeline (clip from the start)
     factory.set_eos_shutdown(False)
     if args.loop:
+
         def configure(_factory, media):
             # the probe keeps the Looper alive as long as the pad (the media's pipeline)
             Looper(media.get_element().get_by_name("conv").get_static_pad("sink"))

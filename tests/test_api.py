@@ -105,8 +105,11 @@ def test_a_worker_thread_failure_of_any_kind_reaches_the_caller(videos):
 
 
 def test_a_segmenter_that_returns_too_few_results_is_an_error(videos):
-    pipeline = fs.Pipeline(fs.FileSource(videos / "carphone_pristine.mp4"), _Counting(short=True),
-                           batch=fs.BatchSettings(max_batch=4, max_wait_ms=50))
+    pipeline = fs.Pipeline(
+        fs.FileSource(videos / "carphone_pristine.mp4"),
+        _Counting(short=True),
+        batch=fs.BatchSettings(max_batch=4, max_wait_ms=50),
+    )
     with pytest.raises(RuntimeError, match="results for"):
         pipeline.run()
 
@@ -137,7 +140,8 @@ def test_close_finalises_an_abandoned_iteration_and_a_pipeline_runs_once(videos)
 
 def test_leaving_the_loop_without_close_still_exits_cleanly(weights, videos, tmp_path):
     """A script that breaks out of the loop and ends: the run is closed at exit, so no thread dies
-    inside torch or FFmpeg (which aborts the interpreter) and the sinks are finalised."""
+    inside torch or FFmpeg (which aborts the interpreter) and the sinks are finalised.
+    """
     import subprocess
     import sys
 

@@ -1,5 +1,6 @@
-"""ByteTracker on constructed sequences (issue #6): the target keeps its id through fast motion,
-an occlusion, a split into parts and a merge with a neighbour, and low-score frames.
+"""ByteTracker on constructed sequences (issue #6): the target keeps its id through everything below.
+
+Fast motion, an occlusion, a split into parts and a merge with a neighbour, and low-score frames.
 
 Every frame is synthetic: a grey BGR image with coloured rectangles painted on it, one DenseMasks
 mask per instance, boxes and scores chosen by the test. Where a feature is what makes the
@@ -17,7 +18,7 @@ import pytest
 
 from fastsam_stream.core import DenseMasks, Instances, TargetChange, TrackState
 from fastsam_stream.trackers import ByteTracker, ByteTrackerSettings, IoUTracker, box_iou
-from fastsam_stream.trackers.byte_tracker import DUPLICATE_IOU, STOP_AFTER
+from fastsam_stream.trackers.bytetrack.tracker import DUPLICATE_IOU, STOP_AFTER
 from fastsam_stream.trackers.kalman import BoxKalman
 
 SHAPE = (240, 320)  # height, width
@@ -91,7 +92,7 @@ def the_target(tracks):
 
 def holder_of(tracks, row):
     """The track that matched `row` this frame (None when none did)."""
-    held = [t for t in tracks if t.instance_index == row]
+    held = [t for t in tracks if t.row == row]
     assert len(held) <= 1, f"row {row} is held by several tracks: {held}"
     return held[0] if held else None
 
@@ -104,7 +105,7 @@ def iou(a, b) -> float:
 
 
 def fast_path() -> list[float]:
-    """x of an object that speeds up (10 px/frame for 3 frames) then runs at 25 px/frame."""
+    """The x of an object that speeds up (10 px/frame for 3 frames) then runs at 25 px/frame."""
     xs = [20.0]
     for speed in [10] * 3 + [25] * 9:
         xs.append(xs[-1] + speed)
@@ -113,7 +114,7 @@ def fast_path() -> list[float]:
 
 def test_fast_path_is_beyond_plain_iou_matching():
     xs = fast_path()
-    fast = [iou(box_at(a, 100), box_at(b, 100)) for a, b in zip(xs[3:], xs[4:])]
+    fast = [iou(box_at(a, 100), box_at(b, 100)) for a, b in zip(xs[3:], xs[4:], strict=False)]
     assert max(fast) < DEFAULTS.min_iou
 
 
@@ -126,7 +127,7 @@ def test_fast_object_keeps_its_id_by_motion_prediction(as_target):
     for x in xs[1:]:
         [track] = step(tracker, blob(box_at(x, 100)), image=False)
         assert track.id == first.id, f"new id at x={x}"
-        assert track.state is TrackState.TRACKED and track.instance_index == 0
+        assert track.state is TrackState.TRACKED and track.row == 0
         assert track.is_target is as_target
         assert track.box == pytest.approx(box_at(x, 100))
 
@@ -176,18 +177,18 @@ def test_occluded_target_is_lost_while_hidden_and_gets_its_id_back():
     for k, tracks in enumerate(during, start=1):
         [target] = tracks
         assert target.id == target_id and target.is_target
-        assert target.state is TrackState.LOST and target.instance_index is None and target.parts == ()
+        assert target.state is TrackState.LOST and target.row is None and target.parts == ()
         assert target.frames_lost == k
         xs.append(target.box[0])
     # The predicted box moves on with the target's motion while the velocity is trusted ...
     assert xs[0] > last_seen[0]
-    assert all(b > a for a, b in zip(xs[: STOP_AFTER], xs[1 : STOP_AFTER + 1]))
+    assert all(b > a for a, b in zip(xs[:STOP_AFTER], xs[1 : STOP_AFTER + 1], strict=True))
     # ... and holds still once it is forgotten, instead of running off.
     assert xs[STOP_AFTER + 1 :] == pytest.approx([xs[STOP_AFTER]] * (hidden - STOP_AFTER - 1))
     for tracks, truth in after:
         [target] = tracks
         assert target.id == target_id
-        assert target.state is TrackState.TRACKED and target.instance_index == 0 and target.frames_lost == 0
+        assert target.state is TrackState.TRACKED and target.row == 0 and target.frames_lost == 0
         assert target.box == pytest.approx(truth)
 
 
@@ -223,7 +224,7 @@ def test_occluded_target_does_not_jump_to_a_distractor_near_its_prediction():
     distractor_ids = set()
     for k, tracks in enumerate(during):
         target = by_id(tracks)[target_id]
-        assert target.state is TrackState.LOST and target.instance_index is None
+        assert target.state is TrackState.LOST and target.row is None
         if k >= 1:
             other = holder_of(tracks, 0)
             assert other is not None and not other.is_target
@@ -231,7 +232,7 @@ def test_occluded_target_does_not_jump_to_a_distractor_near_its_prediction():
     assert len(distractor_ids) == 1  # the distractor has a track of its own, the same all along
     for tracks, _ in after:
         target = by_id(tracks)[target_id]
-        assert target.state is TrackState.TRACKED and target.instance_index == 0  # row 0: red
+        assert target.state is TrackState.TRACKED and target.row == 0  # row 0: red
         assert holder_of(tracks, 1).id in distractor_ids
 
 
@@ -263,13 +264,13 @@ def test_lost_target_reacquires_its_own_colour_away_from_its_prediction(red_side
     tracks = by_id(step(tracker, *blobs))
     target = tracks[target_id]
     assert target.state is TrackState.TRACKED and target.is_target
-    assert target.instance_index == blobs.index(red)
+    assert target.row == blobs.index(red)
     assert target.box == pytest.approx(red.box)
     other = holder_of(tracks.values(), blobs.index(blue))
     assert other is not None and other.id != target_id and not other.is_target
     # and it stays with it
     tracks = by_id(step(tracker, *blobs))
-    assert tracks[target_id].instance_index == blobs.index(red)
+    assert tracks[target_id].row == blobs.index(red)
 
 
 def test_reacquire_off_leaves_the_target_lost():
@@ -301,7 +302,7 @@ def test_reacquisition_search_radius_grows_up_to_its_maximum(lost, distance, tak
     back = box_at(300 + distance * DIAGONAL, 220)
     tracks = by_id(step(tracker, blob(back), shape=BIG))
     if taken:
-        assert tracks[target_id].state is TrackState.TRACKED and tracks[target_id].instance_index == 0
+        assert tracks[target_id].state is TrackState.TRACKED and tracks[target_id].row == 0
         assert len(tracks) == 1
     else:
         assert tracks[target_id].state is TrackState.LOST
@@ -372,12 +373,12 @@ def test_target_split_in_halves_is_followed_as_their_union():
         assert len(tracks) == 1, "a half started a track of its own"
         [target] = tracks
         assert target.id == target_id and target.state is TrackState.TRACKED
-        assert target.instance_index is not None and len(target.parts) == 1
-        assert {target.instance_index, *target.parts} == {0, 1}
+        assert target.row is not None and len(target.parts) == 1
+        assert {target.row, *target.parts} == {0, 1}
         assert target.box == pytest.approx(whole)  # the box of the union, not of one half
     for tracks, whole in after:
         [target] = tracks
-        assert target.id == target_id and target.instance_index == 0 and target.parts == ()
+        assert target.id == target_id and target.row == 0 and target.parts == ()
         assert target.box == pytest.approx(whole)
 
 
@@ -400,9 +401,9 @@ def test_target_split_in_quarters_keeps_its_id():
         target = by_id(tracks)[target_id]
         assert target.state is TrackState.TRACKED and target.is_target
         assert target.box == pytest.approx(whole)
-    for tracks, whole in after:
+    for tracks, _ in after:
         target = by_id(tracks)[target_id]
-        assert target.state is TrackState.TRACKED and target.instance_index == 0 and target.parts == ()
+        assert target.state is TrackState.TRACKED and target.row == 0 and target.parts == ()
 
     iou_id, iou_during, _ = split_run(IoUTracker(), quarters)
     assert all(by_id(tracks)[iou_id].state is TrackState.LOST for tracks, _ in iou_during)
@@ -413,13 +414,15 @@ def test_every_piece_of_a_split_target_is_its_part(split):
     target_id, during, _ = split_run(ByteTracker(), split)
     for tracks, _ in during:
         target = by_id(tracks)[target_id]
-        assert {target.instance_index, *target.parts} == set(range(len(split(box_at(0, 0, 60, 80)))))
+        assert {target.row, *target.parts} == set(range(len(split(box_at(0, 0, 60, 80)))))
         assert len(tracks) == 1, f"pieces became tracks: {[t.id for t in tracks if t.id != target_id]}"
 
 
 def neighbour_run(tracker, merged_frames=3, apart_frames=4):
-    """Red target A and a blue neighbour B side by side; the segmenter merges them into one
-    instance for `merged_frames` frames, then sees them apart again (A row 0, B row 1).
+    """Red target A and a blue neighbour B side by side, merged by the segmenter, then apart again.
+
+    The segmenter merges them into one instance for `merged_frames` frames, then sees them apart
+    again (A row 0, B row 1).
 
     Returns (target id, neighbour id, tracks while merged, tracks after).
     """
@@ -438,30 +441,32 @@ def test_target_keeps_its_id_through_a_merge_with_a_neighbour_and_back():
     for tracks in during:
         tracks = by_id(tracks)
         assert set(tracks) == {target_id, neighbour_id}  # no new track
-        assert tracks[target_id].state is TrackState.TRACKED and tracks[target_id].instance_index == 0
+        assert tracks[target_id].state is TrackState.TRACKED and tracks[target_id].row == 0
         assert tracks[neighbour_id].state is TrackState.LOST  # the target had priority on the merged instance
     for tracks in after:
         tracks = by_id(tracks)
         assert set(tracks) == {target_id, neighbour_id}
         target = tracks[target_id]
         assert target.is_target and target.state is TrackState.TRACKED
-        assert 0 in {target.instance_index, *target.parts}  # the target's own instance is (in) it
+        assert 0 in {target.row, *target.parts}  # the target's own instance is (in) it
 
 
 def test_target_lets_go_of_its_neighbour_after_they_come_apart():
     target_id, neighbour_id, _, after = neighbour_run(ByteTracker())
     tracks = by_id(after[-1])
-    assert tracks[target_id].instance_index == 0 and tracks[target_id].parts == ()
-    assert tracks[neighbour_id].state is TrackState.TRACKED and tracks[neighbour_id].instance_index == 1
+    assert tracks[target_id].row == 0 and tracks[target_id].parts == ()
+    assert tracks[neighbour_id].state is TrackState.TRACKED and tracks[neighbour_id].row == 1
 
 
 # ------------------------------------------------------------------- 5. ByteTrack's second round
 
 
 def blurred_run(settings: ByteTrackerSettings, as_target: bool = True, low: float = 0.2, image: bool = True):
-    """A red object moving 4 px/frame, confident for 3 frames, then blurred for 5 frames (score
-    `low`, box stretched sideways so that it is no target's part; a low-score green blob far away),
-    then confident again. Returns (id, blurred, back)."""
+    """A red object moving 4 px/frame: confident for 3 frames, blurred for 5, then confident again.
+
+    Blurred: score `low`, box stretched sideways so that it is no target's part, and a low-score
+    green blob far away. Returns (id, blurred, back).
+    """
     tracker = ByteTracker(settings)
     x = 60.0
     first_id = step(tracker, blob(box_at(x, 80)), target=0 if as_target else None, image=image)[0].id
@@ -488,7 +493,7 @@ def test_low_score_object_stays_tracked_through_the_second_round(as_target):
     for tracks in blurred:
         assert len(tracks) == 1, "a low-score instance started a track"
         [track] = tracks
-        assert track.id == track_id and track.state is TrackState.TRACKED and track.instance_index == 0
+        assert track.id == track_id and track.state is TrackState.TRACKED and track.row == 0
         assert track.score == pytest.approx(low)
     [track] = back
     assert track.id == track_id and track.state is TrackState.TRACKED and track.score == pytest.approx(0.9)
@@ -558,7 +563,7 @@ def test_duplicate_box_neither_starts_a_track_nor_steals_the_target():
         tracks = step(tracker, blob(dup.box, score=0.95), a)  # the duplicate first, and more confident
         assert len(tracks) == 1
         target = the_target(tracks)
-        assert target.id == target_id and target.instance_index == 1 and target.parts == ()
+        assert target.id == target_id and target.row == 1 and target.parts == ()
 
 
 def test_overlapping_but_distinct_box_does_start_a_track():
@@ -583,11 +588,11 @@ def test_target_has_priority_over_an_overlapping_non_target(kind):
     target_id, other_id = holder_of(first, 0).id, holder_of(first, 1).id
     tracks = by_id(step(tracker, blob(now)))
     if kind is ByteTracker:
-        assert tracks[target_id].state is TrackState.TRACKED and tracks[target_id].instance_index == 0
+        assert tracks[target_id].state is TrackState.TRACKED and tracks[target_id].row == 0
         assert tracks[other_id].state is TrackState.LOST
     else:  # the plain tracker maximises total IoU: the non-target takes it
         assert tracks[target_id].state is TrackState.LOST
-        assert tracks[other_id].instance_index == 0
+        assert tracks[other_id].row == 0
 
 
 def crossing_run(tracker):
@@ -630,7 +635,7 @@ def test_rescale_moves_predictions_to_the_new_frame_size():
         x += 5
         tracks = step(tracker, blob(box_at(2 * x, 120, 2 * SIDE, 2 * SIDE)), shape=(480, 640))
         [target] = tracks
-        assert target.id == target_id and target.state is TrackState.TRACKED and target.instance_index == 0
+        assert target.id == target_id and target.state is TrackState.TRACKED and target.row == 0
 
 
 def test_without_rescale_the_resized_target_is_a_new_object():
@@ -715,7 +720,7 @@ def test_kalman_prediction_converges_to_constant_velocity():
         errors.append(np.abs(kalman.box - truth(k)).max())
         kalman.update(truth(k))
     assert errors[0] == pytest.approx(7.0)  # born still: the first prediction is where it was
-    assert all(b <= a + 1e-9 for a, b in zip(errors, errors[1:]))
+    assert all(b <= a + 1e-9 for a, b in zip(errors, errors[1:], strict=False))
     assert max(errors[9:]) < 1.0  # within a pixel after ~10 frames
     kalman.predict()
     np.testing.assert_allclose(kalman.box, truth(16), atol=1.0)
@@ -761,8 +766,10 @@ def test_kalman_box_never_shrinks_below_a_pixel():
 
 
 def test_target_that_leaves_the_frame_is_reacquired_when_it_comes_back():
-    """Like the dog in 01_dog.mp4: it runs out on the right (its box shrinks at the edge, its
-    prediction drifts past it), stays out for a while, and comes back in on the same side."""
+    """Like the dog in 01_dog.mp4: it runs out on the right, stays out a while, and comes back in there.
+
+    Its box shrinks at the edge and its prediction drifts past it while it is out.
+    """
     tracker = ByteTracker()
     width = SHAPE[1]
     first = the_target(step(tracker, blob(box_at(150, 100)), target=0))
@@ -774,16 +781,19 @@ def test_target_that_leaves_the_frame_is_reacquired_when_it_comes_back():
         out = the_target(step(tracker, blob(box_at(20, 20), BLUE)))
     assert out.state is TrackState.LOST and out.box[0] > width - 10  # its prediction left with it
     back = by_id(step(tracker, blob(box_at(20, 20), BLUE), blob(box_at(width - SIDE - 30, 110))))
-    assert back[first.id].state is TrackState.TRACKED and back[first.id].instance_index == 1
+    assert back[first.id].state is TrackState.TRACKED and back[first.id].row == 1
     assert not any(t.is_target and t.id != first.id for t in back.values())
 
 
 def test_two_targets_never_follow_one_object_segmented_twice():
-    """Two targets side by side; the next frame the segmenter gives one object two boxes (a
-    leftover of NMS) where both targets' predictions reach: only one target may take it."""
+    """Two targets side by side, then one object segmented twice where both reach: one target takes it.
+
+    The segmenter gives one object two boxes (a leftover of NMS) where both targets' predictions
+    reach: only one target may take it.
+    """
     tracker = ByteTracker()
     first = step(tracker, blob(box_at(100, 100)), blob(box_at(128, 100), BLUE), target=(0, 1))
     assert len([t for t in first if t.is_target]) == 2
     tracks = step(tracker, blob(box_at(114, 100)), blob((116, 98, 156, 136)))
-    held = [t for t in tracks if t.is_target and t.instance_index is not None]
+    held = [t for t in tracks if t.is_target and t.row is not None]
     assert len(held) == 1

@@ -1,12 +1,12 @@
 """The `fastsam-stream` command as a user runs it: real clip in, tracks.jsonl and annotated.mp4 out;
-bad input gives one line on stderr and a non-zero exit, never a traceback."""
+bad input gives one line on stderr and a non-zero exit, never a traceback.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import av
 import pytest
@@ -23,8 +23,19 @@ def _run(cli, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def carphone_run(cli, weights, videos, tmp_path_factory):
     out = tmp_path_factory.mktemp("carphone")
-    done = _run(cli, "run", str(videos / "carphone_pristine.mp4"), "--weights", str(weights), "--device", "cpu",
-                "--box", CARPHONE_PERSON, "--out", str(out))
+    done = _run(
+        cli,
+        "run",
+        str(videos / "carphone_pristine.mp4"),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--box",
+        CARPHONE_PERSON,
+        "--out",
+        str(out),
+    )
     return done, out
 
 
@@ -62,8 +73,21 @@ def test_annotated_video_is_playable_with_the_source_rate_and_frame_count(carpho
 
 
 def test_image_folder_source_and_a_point_prompt(cli, weights, davis, tmp_path):
-    done = _run(cli, "run", str(davis / "JPEGImages/480p/car-roundabout"), "--weights", str(weights),
-                "--point", "470,230,1", "--no-video", "--quiet", "--out", str(tmp_path), "--imgsz", "320")
+    done = _run(
+        cli,
+        "run",
+        str(davis / "JPEGImages/480p/car-roundabout"),
+        "--weights",
+        str(weights),
+        "--point",
+        "470,230,1",
+        "--no-video",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+        "--imgsz",
+        "320",
+    )
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "tracks.jsonl").read_text().splitlines()
     assert len(lines) == len(list((davis / "JPEGImages/480p/car-roundabout").glob("*.jpg")))
@@ -80,7 +104,7 @@ def test_image_folder_source_and_a_point_prompt(cli, weights, davis, tmp_path):
         (["run", "{empty_dir}"], "no JPEG or PNG images"),
         (["run", "{clip}", "--box", "0,0,5000,100"], "outside the 176x144 frame"),
         (["run", "{clip}", "--box", "1,2,3"], "expected 4"),
-        (["run", "{clip}", "--point", "10,10,2"], "label must be 1"),
+        (["run", "{clip}", "--point", "10,10,2"], "point labels must be 1"),
         (["run", "{clip}", "--weights", "/nonexistent/FastSAM-s.pt"], "weights file not found"),
         (["run", "{clip}", "--weights", "FastSAM-s.pt"], "pass --weights"),
         (["run", "{clip}", "--config", "{bad_key_config}"], "unknown config key 'model.imgsize'"),
@@ -96,7 +120,10 @@ def test_image_folder_source_and_a_point_prompt(cli, weights, davis, tmp_path):
         (["run", "ftp://user:pw@example.com/x.mp4"], "unsupported stream URL ftp://user:***@example.com/x.mp4"),
         (["run", "lavfi:no_such_filter"], "cannot open lavfi:no_such_filter"),
         (["run", "{clip}", "--camera-size", "big"], "config key 'source.camera_size'"),
-        (["run", "{clip}", "{clip}", "--prompt-source", "nope", "--box", "1,1,20,20"], "the prompt is for source 'nope'"),
+        (
+            ["run", "{clip}", "{clip}", "--prompt-source", "nope", "--box", "1,1,20,20"],
+            "the prompt is for source 'nope'",
+        ),
         (["run", "{clip}", "--reconnect-attempts", "-1"], "config key 'source.reconnect.max_attempts'"),
     ],
 )
@@ -145,7 +172,7 @@ def test_no_progress_bar_when_not_a_terminal(carphone_run):
 
 
 def test_progress_bar_on_a_terminal(cli, weights, davis, tmp_path):
-    """stderr on a pseudo-terminal: the bar shows frames done / total."""
+    """Stderr on a pseudo-terminal: the bar shows frames done / total."""
     import fcntl
     import os
     import pty
@@ -157,9 +184,23 @@ def test_progress_bar_on_a_terminal(cli, weights, davis, tmp_path):
     source = davis / "JPEGImages/480p/camel"
     total = len(list(source.glob("*.jpg")))
     process = subprocess.Popen(
-        [*cli, "run", str(source), "--weights", str(weights), "--device", "cpu", "--imgsz", "320", "--no-video",
-         "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=child, text=True,
+        [
+            *cli,
+            "run",
+            str(source),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--imgsz",
+            "320",
+            "--no-video",
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=child,
+        text=True,
     )
     os.close(child)
     chunks = []
@@ -184,8 +225,21 @@ def test_debug_shows_the_traceback(cli, tmp_path):
 
 def test_track_everything_writes_a_mot_file_matching_tracks_jsonl(cli, weights, davis, tmp_path):
     frames = davis.parent / "mot/MOT17-mini/train/MOT17-02-FRCNN/img1"
-    done = _run(cli, "run", str(frames), "--weights", str(weights), "--device", "cpu", "--mot", "--masks", "all",
-                "--no-video", "--out", str(tmp_path))
+    done = _run(
+        cli,
+        "run",
+        str(frames),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--mot",
+        "--masks",
+        "all",
+        "--no-video",
+        "--out",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr
     rows = [line.split(",") for line in (tmp_path / "mot.txt").read_text().splitlines()]
     assert rows and all(len(r) == 10 and r[7:] == ["-1", "-1", "-1"] for r in rows)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 from urllib.parse import urlparse
 
 import av
@@ -16,7 +15,6 @@ import numpy as np
 import open_clip
 import pytest
 import torch
-
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
 from fastsam_stream.core import DenseMasks, Frame, Instances
@@ -131,8 +129,12 @@ def unnormalised(scorer: ClipTextScorer, batch: torch.Tensor) -> np.ndarray:
 def test_masked_crops_blank_what_is_outside_the_mask_and_box_crops_do_not(model, frame, instances):
     row = int(np.argmax(instances.areas))
     x1, y1, x2, y2 = (int(v) for v in np.round(instances.boxes[row]))
-    instances = Instances(np.array([[x1, y1, x2, y2]], np.float32), instances.scores[row : row + 1],
-                          instances.image_shape, masks=DenseMasks(instances.masks([row])))
+    instances = Instances(
+        np.array([[x1, y1, x2, y2]], np.float32),
+        instances.scores[row : row + 1],
+        instances.image_shape,
+        masks=DenseMasks(instances.masks([row])),
+    )
     mask = instances.masks([0])[0, y1:y2, x1:x2]
     assert 0.2 < mask.mean() < 0.9, "the test needs a mask that leaves part of its box out"
     region = frame[y1:y2, x1:x2, ::-1]  # RGB
@@ -147,8 +149,12 @@ def test_masked_crops_blank_what_is_outside_the_mask_and_box_crops_do_not(model,
 
 def test_crops_at_the_model_size_pad_elongated_boxes_instead_of_cutting_them(model, frame):
     # a 40×200 box with no mask pixels outside it: the whole box is kept, padded above and below
-    instances = Instances(np.array([[100, 300, 300, 340]], np.float32), np.ones(1, np.float32), frame.shape[:2],
-                          masks=DenseMasks(np.ones((1, *frame.shape[:2]), bool)))
+    instances = Instances(
+        np.array([[100, 300, 300, 340]], np.float32),
+        np.ones(1, np.float32),
+        frame.shape[:2],
+        masks=DenseMasks(np.ones((1, *frame.shape[:2]), bool)),
+    )
     scorer = scorer_for(model, "masked")
     pixels = unnormalised(scorer, scorer.crops(frame, instances, [0]))[0]
     assert pixels.shape == (64, 64, 3)
@@ -169,20 +175,20 @@ def test_degenerate_boxes_do_not_crash(model, frame, crop):
 
 def test_load_clip_rejects_unknown_models_and_tags(tiny):
     with pytest.raises(ConfigError, match=r"unknown CLIP model 'ViT-B-33'.*ViT-B-32"):
-        load_clip(ClipSettings(model="ViT-B-33", pretrained=None), "cpu")
+        load_clip(ClipSettings(model="ViT-B-33", weights=None), "cpu")
     with pytest.raises(ConfigError, match=r"unknown CLIP weights 'opneai' for ViT-B-32: use one of openai, "):
-        load_clip(ClipSettings(model="ViT-B-32", pretrained="opneai"), "cpu")
+        load_clip(ClipSettings(model="ViT-B-32", weights="opneai"), "cpu")
     with pytest.raises(ConfigError, match="unknown device 'gpu'"):
-        load_clip(ClipSettings(model=tiny, pretrained=None, device="gpu"), "cpu")
+        load_clip(ClipSettings(model=tiny, weights=None, device="gpu"), "cpu")
 
 
 def test_load_clip_reports_missing_and_unreadable_checkpoints(tiny, tmp_path):
     with pytest.raises(ModelError, match="not found"):
-        load_clip(ClipSettings(model=tiny, pretrained=str(tmp_path / "missing.pt")), "cpu")
+        load_clip(ClipSettings(model=tiny, weights=str(tmp_path / "missing.pt")), "cpu")
     junk = tmp_path / "notes.pt"
     junk.write_text("not a checkpoint\nsecond line\n")
     with pytest.raises(ModelError, match=r"cannot load CLIP weights .*notes\.pt") as caught:
-        load_clip(ClipSettings(model=tiny, pretrained=str(junk)), "cpu")
+        load_clip(ClipSettings(model=tiny, weights=str(junk)), "cpu")
     assert "\n" not in str(caught.value)
 
 
@@ -194,9 +200,12 @@ def test_a_tag_not_in_the_cache_fails_at_once_when_the_hub_is_unreachable(monkey
         asked.append((host, port))
         return False
 
-    with pytest.raises(ModelError, match=r"'openai' for ViT-B-32 are not in the local cache and .* cannot be "
-                                         r"reached: pass a local checkpoint path .*--clip-weights PATH"):
-        load_clip(ClipSettings(pretrained="openai"), "cpu", cache_dir=tmp_path, reachable=unreachable)
+    with pytest.raises(
+        ModelError,
+        match=r"'openai' for ViT-B-32 are not in the local cache and .* cannot be "
+        r"reached: pass a local checkpoint path .*--clip-weights PATH",
+    ):
+        load_clip(ClipSettings(weights="openai"), "cpu", cache_dir=tmp_path, reachable=unreachable)
     assert asked == [(urlparse(clip.hf_constants.ENDPOINT).hostname, 443)]
 
 
@@ -207,7 +216,7 @@ def test_hf_hub_offline_mode_fails_without_asking_the_network(monkeypatch, tmp_p
         raise AssertionError("HF_HUB_OFFLINE is set: nothing to probe")
 
     with pytest.raises(ModelError, match="not in the local cache"):
-        load_clip(ClipSettings(pretrained="openai"), "cpu", cache_dir=tmp_path, reachable=no_network)
+        load_clip(ClipSettings(weights="openai"), "cpu", cache_dir=tmp_path, reachable=no_network)
 
 
 def test_the_network_probe_is_a_plain_tcp_connect():
@@ -231,11 +240,14 @@ def test_offline_the_default_tag_fails_with_the_real_probe(tmp_path):
 def test_a_local_checkpoint_loads_the_same_weights(model, tiny, tmp_path, frame, instances):
     path = tmp_path / "tiny.pt"
     torch.save(model.state_dict(), path)
-    loaded = load_clip(ClipSettings(model=tiny, pretrained=str(path)), "cpu")
+    loaded = load_clip(ClipSettings(model=tiny, weights=str(path)), "cpu")
     assert loaded.model is not model and not loaded.model.training
     rows = list(range(len(instances)))
-    np.testing.assert_allclose(loaded.similarities(frame, instances, rows, "a dog"),
-                               scorer_for(model).similarities(frame, instances, rows, "a dog"), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.similarities(frame, instances, rows, "a dog"),
+        scorer_for(model).similarities(frame, instances, rows, "a dog"),
+        atol=1e-6,
+    )
 
 
 def test_a_cached_tag_loads_without_the_network(monkeypatch, model, tiny, tmp_path):
@@ -252,7 +264,7 @@ def test_a_cached_tag_loads_without_the_network(monkeypatch, model, tiny, tmp_pa
     def no_network(host: str, port: int) -> bool:
         raise AssertionError(f"asked the network ({host}) for a cached tag")
 
-    scorer = load_clip(ClipSettings(model=tiny, pretrained="cached"), "cpu", cache_dir=tmp_path, reachable=no_network)
+    scorer = load_clip(ClipSettings(model=tiny, weights="cached"), "cpu", cache_dir=tmp_path, reachable=no_network)
     torch.testing.assert_close(scorer.model.state_dict()["text_projection"], model.state_dict()["text_projection"])
     assert torch.allclose(scorer.mean.flatten(), torch.tensor([127.5] * 3))  # the tag's normalisation
     assert type(scorer.model.visual.transformer.resblocks[0].mlp.gelu).__name__ == "QuickGELU"
@@ -260,8 +272,13 @@ def test_a_cached_tag_loads_without_the_network(monkeypatch, model, tiny, tmp_pa
 
 def test_the_defaults(tiny):
     settings = ClipSettings()
-    assert (settings.model, settings.pretrained, settings.crop, settings.device, settings.half) == (
-        "ViT-B-32", "openai", "masked", None, None)
-    scorer = load_clip(ClipSettings(model=tiny, pretrained=None), "cpu")
+    assert (settings.model, settings.weights, settings.crop, settings.device, settings.half) == (
+        "ViT-B-32",
+        "openai",
+        "masked",
+        None,
+        None,
+    )
+    scorer = load_clip(ClipSettings(model=tiny, weights=None), "cpu")
     assert scorer.dtype == torch.float32 and scorer.device == torch.device("cpu") and scorer.crop == "masked"
     assert not scorer.model.training

@@ -4,14 +4,68 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from fastsam_stream.config import CONFIG_DIR, Config, load_config
+from fastsam_stream.defaults_yaml import default_yaml
 from fastsam_stream.errors import ConfigError
 
 
-def test_default_yaml_documents_every_key_with_its_real_default():
-    documented = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())
-    assert documented == Config().model_dump(mode="json")
+def test_default_yaml_is_written_from_the_settings_and_loads_as_the_defaults():
+    """configs/default.yaml is generated (`fastsam-stream config`): every default and description
+    lives in one place, the settings' Fields.
+    """
+    text = (CONFIG_DIR / "default.yaml").read_text()
+    assert text == default_yaml(), "configs/default.yaml is stale: run `fastsam-stream config > configs/default.yaml`"
+    assert yaml.safe_load(text) == Config().model_dump(mode="json")
+    assert load_config("default") == Config()
+
+
+def _keys(model: BaseModel, prefix: str = "") -> list[str]:
+    keys = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        keys += _keys(value, f"{prefix}{name}.") if isinstance(value, BaseModel) else [f"{prefix}{name}"]
+    return keys
+
+
+def test_every_setting_has_a_description():
+    undocumented = []
+    for key in _keys(Config()):
+        *sections, name = key.split(".")
+        section = Config()
+        for part in sections:
+            section = getattr(section, part)
+        if not type(section).model_fields[name].description:
+            undocumented.append(key)
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    ("flag", "key"),
+    [
+        ("--imgsz", "model.imgsz"),
+        ("--conf", "model.conf"),
+        ("--read-timeout", "source.read_timeout_s"),
+        ("--reconnect-attempts", "source.reconnect.max_attempts"),
+        ("--drop-policy", "source.drop_policy"),
+        ("--clip-weights", "clip.weights"),
+        ("--out", "output.dir"),
+        ("--prompt-frame", "prompt.frame"),
+    ],
+)
+def test_command_line_help_is_the_settings_description_and_default(flag, key):
+    from fastsam_stream.cli import parser
+    from fastsam_stream.settings import help_of
+
+    run = parser()._subparsers._group_actions[0].choices["run"]
+    action = next(a for a in run._actions if flag in a.option_strings)
+    *sections, name = key.split(".")
+    model: type[BaseModel] = Config
+    for section in sections:
+        model = model.model_fields[section].annotation
+    assert action.help.replace("%%", "%") == help_of(model, name)
+    assert action.default is None  # an option not given leaves the config's value alone
 
 
 @pytest.mark.parametrize("name", ["default", "monitoring", "tracking", "road"])
@@ -34,7 +88,7 @@ def test_overrides_win_over_the_file(tmp_path):
         ("model:\n  conf: 1.5\n", "'model.conf'"),
         ("model:\n  imgsz: 500\n", "multiple of 32"),
         ("prompt:\n  box: [10, 10, 5, 50]\n", "x1 < x2"),
-        ("prompt:\n  points: [[10, 10, 3]]\n", "must be 1 (fg) or 0 (bg)"),
+        ("prompt:\n  points: [[10, 10, 3]]\n", "must be 1 (foreground) or 0 (background)"),
         ("prompt:\n  text: '  '\n", "a text prompt must not be empty"),
         ("prompt:\n  text: a dog\n  points: [[1, 2]]\n", "background points (label 0) only"),
         ("prompts:\n  - {mask: m.png, box: [1, 1, 5, 5]}\n", "'prompts.0': a mask prompt stands alone"),
@@ -98,7 +152,9 @@ def test_tracker_files_hold_one_tracker_section(tmp_path):
         load_config(tracker=mine)
 
 
-@pytest.mark.parametrize("prompt", [{"source": "rtsp://admin:s3cret@cam/x"}, {"source": "rtsp://admin:s3cret@cam/x", "box": [3, 3, 1, 1]}])
+@pytest.mark.parametrize(
+    "prompt", [{"source": "rtsp://admin:s3cret@cam/x"}, {"source": "rtsp://admin:s3cret@cam/x", "box": [3, 3, 1, 1]}]
+)
 def test_prompt_errors_never_echo_a_source_url_with_its_password(prompt):
     with pytest.raises(ConfigError) as caught:
         load_config(overrides={"prompt": prompt})

@@ -16,9 +16,9 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -43,7 +43,8 @@ APPLIED_FRAME = CHANGE_FRAME + 1
 
 def _http(method: str, url: str, body: object = None) -> tuple[int, str]:
     """(status, body text) of one request; status 0 when no reply came (recorded, not raised, so a
-    failing request inside the pipeline's thread does not end the run the other checks need)."""
+    failing request inside the pipeline's thread does not end the run the other checks need).
+    """
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
@@ -80,11 +81,15 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def _second_object(result: fs.FrameResult) -> list[float]:
     """The box of the most confident instance of this frame that is not the target and hardly
-    overlaps it (on carphone: the hand with the phone): a box prompt on it selects that instance."""
+    overlaps it (on carphone: the hand with the phone): a box prompt on it selects that instance.
+    """
     target_rows = {r for rows in result.target_rows.values() for r in rows}
     target_box = result.instances.boxes[min(target_rows)]
-    rows = [r for r in np.argsort(-result.instances.scores)
-            if r not in target_rows and _box_iou(result.instances.boxes[r], target_box) < 0.5]
+    rows = [
+        r
+        for r in np.argsort(-result.instances.scores)
+        if r not in target_rows and _box_iou(result.instances.boxes[r], target_box) < 0.5
+    ]
     assert rows, f"frame {result.frame.index} has no second object: {result.instances.boxes.tolist()}"
     return [round(float(v), 1) for v in result.instances.boxes[rows[0]]]
 
@@ -105,10 +110,12 @@ class _Run:
         return status, json.loads(text)
 
 
-def _run_scripted(segmenter, videos: Path, out: Path, script: Callable[[fs.FrameResult, ControlServer, _Run], None],
-                  stop_at: int) -> _Run:
+def _run_scripted(
+    segmenter, videos: Path, out: Path, script: Callable[[fs.FrameResult, ControlServer, _Run], None], stop_at: int
+) -> _Run:
     """Run the clip with the person as target and a control server; `script` is called in the
-    pipeline's thread on every frame. The run stops after frame `stop_at` (the rest adds nothing)."""
+    pipeline's thread on every frame. The run stops after frame `stop_at` (the rest adds nothing).
+    """
     run = _Run([], [])
 
     def sink(result: fs.FrameResult) -> None:  # `server` is bound below, before the first frame
@@ -116,8 +123,12 @@ def _run_scripted(segmenter, videos: Path, out: Path, script: Callable[[fs.Frame
         if result.frame.index == stop_at:
             pipeline.stop()
 
-    pipeline = fs.Pipeline(fs.FileSource(videos / CLIP), segmenter, prompt=fs.Prompt(boxes=[PERSON]),
-                           sinks=[JsonlSink(out / "tracks.jsonl"), EventLogSink(out / "events.jsonl"), sink])
+    pipeline = fs.Pipeline(
+        fs.FileSource(videos / CLIP),
+        segmenter,
+        prompt=fs.Prompt(boxes=[PERSON]),
+        sinks=[JsonlSink(out / "tracks.jsonl"), EventLogSink(out / "events.jsonl"), sink],
+    )
     with ControlServer(pipeline, port=0) as server:
         pipeline.run()
     run.lines, run.events = _read_jsonl(out / "tracks.jsonl"), _read_jsonl(out / "events.jsonl")
@@ -245,25 +256,33 @@ def test_after_dropping_every_target_none_remains(add_run):
 
 def test_get_targets_lists_the_current_ids(add_run):
     new = _new_target(add_run)
-    expected = {"targets at 10": [1], "targets at 30": [1], "targets at 40": sorted([1, new]),
-                "targets at 64": [new], "targets at 66": []}
+    expected = {
+        "targets at 10": [1],
+        "targets at 30": [1],
+        "targets at 40": sorted([1, new]),
+        "targets at 64": [new],
+        "targets at 66": [],
+    }
     for name, ids in expected.items():
         assert add_run.reply(name) == (200, {SOURCE: ids}), name
 
 
 def test_events_place_each_change_on_its_frame(add_run):
     got = [(e["event"], e["next_frame"]) for e in _changes(add_run.events)]
-    assert got == [("targets_changed", 0), ("prompt_failed", 21), ("targets_changed", 31),
-                   ("targets_changed", 60), ("targets_changed", 65)]
+    assert got == [
+        ("targets_changed", 0),
+        ("prompt_failed", 21),
+        ("targets_changed", 31),
+        ("targets_changed", 60),
+        ("targets_changed", 65),
+    ]
     assert all(e["source"] == SOURCE for e in add_run.events)
 
 
 def test_events_name_the_ids_added_and_dropped(add_run):
     new = _new_target(add_run)
     changed = [e for e in add_run.events if e["event"] == "targets_changed"]
-    assert [(e["added"], e["dropped"]) for e in changed] == [
-        ([1], []), ([new], []), ([], [1]), ([], [new])
-    ], changed
+    assert [(e["added"], e["dropped"]) for e in changed] == [([1], []), ([new], []), ([], [1]), ([], [new])], changed
 
 
 @pytest.mark.parametrize("name", [*BAD_COMMANDS, "unknown source", "drop on an unknown source"])
@@ -285,7 +304,7 @@ def test_other_paths_answer_404(add_run):
 
 def test_bad_commands_change_nothing(add_run):
     # posted on frame 10: frame 11 and on are as if they never came, and no event is written for them
-    assert all(_targets(line) == {1} for line in add_run.lines[10:CHANGE_FRAME + 1])
+    assert all(_targets(line) == {1} for line in add_run.lines[10 : CHANGE_FRAME + 1])
     assert not [e for e in _changes(add_run.events) if 0 < e["next_frame"] <= 20]
 
 
@@ -294,7 +313,7 @@ def test_a_box_outside_the_frame_is_queued_then_fails_without_ending_the_run(add
     failed = [e for e in add_run.events if e["event"] == "prompt_failed"]
     assert len(failed) == 1 and failed[0]["next_frame"] == 21
     assert "outside the 176x144 frame" in failed[0]["message"], failed[0]
-    assert all(_targets(line) == {1} for line in add_run.lines[21:CHANGE_FRAME + 1])
+    assert all(_targets(line) == {1} for line in add_run.lines[21 : CHANGE_FRAME + 1])
 
 
 # --- in-process: replace -------------------------------------------------------------------------
@@ -341,8 +360,24 @@ def test_replace_is_one_event_adding_the_new_id_and_dropping_the_old(replace_run
 
 
 def _cli_args(cli: list[str], weights: Path, videos: Path, out: Path, *extra: str) -> list[str]:
-    return [*cli, "run", str(videos / CLIP), "--weights", str(weights), "--device", "cpu", "--imgsz", "320",
-            "--box", ",".join(map(str, PERSON)), "--out", str(out), "--no-video", "--quiet", *extra]
+    return [
+        *cli,
+        "run",
+        str(videos / CLIP),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--imgsz",
+        "320",
+        "--box",
+        ",".join(map(str, PERSON)),
+        "--out",
+        str(out),
+        "--no-video",
+        "--quiet",
+        *extra,
+    ]
 
 
 def _added_from(lines: list[dict], frame: int) -> int:
@@ -354,16 +389,26 @@ def _added_from(lines: list[dict], frame: int) -> int:
 
 def test_cli_stdin_commands_apply_on_their_frames(cli, weights, videos, tmp_path):
     out = tmp_path / "out"
-    commands = "\n".join([
-        json.dumps({"op": "add", "box": [float(v) for v in HAND.split(",")], "frame": 40}),
-        json.dumps({"op": "drop", "ids": [1], "frame": 80}),
-        '{"op": "add", "box": [1, 2',  # malformed: a warning, and the run goes on
-    ]) + "\n"
+    commands = (
+        "\n".join(
+            [
+                json.dumps({"op": "add", "box": [float(v) for v in HAND.split(",")], "frame": 40}),
+                json.dumps({"op": "drop", "ids": [1], "frame": 80}),
+                '{"op": "add", "box": [1, 2',  # malformed: a warning, and the run goes on
+            ]
+        )
+        + "\n"
+    )
     # The three lines are written and stdin closed right after the start, while the model loads;
     # the reader thread starts before the first frame and queues them long before frame 40 (a
     # late command would apply later than its frame, and the checks below would say so).
-    done = subprocess.run(_cli_args(cli, weights, videos, out, "--control-stdin"), input=commands,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _cli_args(cli, weights, videos, out, "--control-stdin"),
+        input=commands,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     warnings = [line for line in done.stderr.splitlines() if line.strip()]
@@ -380,14 +425,18 @@ def test_cli_stdin_commands_apply_on_their_frames(cli, weights, videos, tmp_path
 
     events = _read_jsonl(out / "events.jsonl")
     assert [(e["event"], e["next_frame"]) for e in _changes(events)] == [
-        ("targets_changed", 0), ("targets_changed", 40), ("targets_changed", 80)]
+        ("targets_changed", 0),
+        ("targets_changed", 40),
+        ("targets_changed", 80),
+    ]
     changed = _changes(events)
     assert [(e["added"], e["dropped"]) for e in changed] == [([1], []), ([hand], []), ([], [1])], changed
 
 
 def _control_url(stderr) -> tuple[str | None, list[str]]:
     """Read stderr up to the control line; (its URL, the lines read). None at the end of stderr
-    (the process ended without one), so no deadline of our own is needed."""
+    (the process ended without one), so no deadline of our own is needed.
+    """
     seen = []
     for line in stderr:
         seen.append(line)
@@ -402,8 +451,12 @@ def _lines_written(path: Path) -> int:
 
 def test_cli_control_port_replaces_the_target_on_the_requested_frame(cli, weights, videos, tmp_path):
     out = tmp_path / "out"
-    process = subprocess.Popen(_cli_args(cli, weights, videos, out, "--control-port", "0"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _cli_args(cli, weights, videos, out, "--control-port", "0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url, seen = _control_url(process.stderr)
         assert url is not None and url.startswith("http://127.0.0.1:"), "".join(seen)
@@ -411,7 +464,9 @@ def test_cli_control_port_replaces_the_target_on_the_requested_frame(cli, weight
         # it is queued within milliseconds while 60 frames take seconds. That is not assumed but
         # checked: tracks.jsonl is flushed per frame and written before the next frame's changes
         # are looked at, so fewer than 60 lines after the 202 means frame 60 will see the command.
-        replace = _http("POST", url + "/commands", {"op": "replace", "box": [float(v) for v in HAND.split(",")], "frame": 60})
+        replace = _http(
+            "POST", url + "/commands", {"op": "replace", "box": [float(v) for v in HAND.split(",")], "frame": 60}
+        )
         targets = _http("GET", url + "/targets")
         written = _lines_written(out / "tracks.jsonl")
         stdout, stderr = process.communicate(timeout=300)
@@ -440,11 +495,17 @@ def test_cli_control_port_already_taken_is_one_line(cli, weights, videos, tmp_pa
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(_cli_args(cli, weights, videos, tmp_path / "out", "--control-port", str(port)),
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            _cli_args(cli, weights, videos, tmp_path / "out", "--control-port", str(port)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(errors) == 1, done.stderr
-    assert errors[0].startswith("fastsam-stream: error: cannot listen on 127.0.0.1:") and f":{port}" in errors[0], errors[0]
+    assert errors[0].startswith("fastsam-stream: error: cannot listen on 127.0.0.1:") and f":{port}" in errors[0], (
+        errors[0]
+    )
     assert not (tmp_path / "out" / "tracks.jsonl").exists()  # it stopped before the first frame

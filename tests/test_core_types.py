@@ -292,7 +292,7 @@ def track(
     score: float = 0.5,
 ) -> Track:
     lost = 0 if state is TrackState.TRACKED else 1
-    return Track(id=id, box=box, score=score, state=state, age=3, frames_lost=lost, is_target=target, instance_index=row)
+    return Track(id=id, box=box, score=score, state=state, age=3, frames_lost=lost, is_target=target, row=row)
 
 
 def two_masked_instances() -> tuple[Instances, np.ndarray]:
@@ -456,9 +456,7 @@ def test_jsonl_lost_target_without_masks_on_frame(tmp_path):
     tracks = (track(1, TrackState.LOST, target=True),)
     result = FrameResult(make_frame(), Instances.empty((H, W)), tracks)
     [record] = write_and_read(tmp_path, [result], masks="all")
-    assert record["tracks"] == [
-        {"id": 1, "target": True, "state": "lost", "box": [0.0, 0.0, 10.0, 10.0], "score": 0.5}
-    ]
+    assert record["tracks"] == [{"id": 1, "target": True, "state": "lost", "box": [0.0, 0.0, 10.0, 10.0], "score": 0.5}]
 
 
 def test_jsonl_one_line_per_frame_in_order(tmp_path):

@@ -1,6 +1,7 @@
 """The ONNX Runtime engine against the PyTorch one, on real frames with the real (stand-in) model:
 an export made by `fastsam-stream export`, and the shared static int8 export (fixed 1×3×320×320).
-Also: a frame's result does not depend on what else shared its batch."""
+Also: a frame's result does not depend on what else shared its batch.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +23,12 @@ STATIC_INT8 = "yolov8n-seg-int8.onnx"  # ../shared/models: the original fixed-sh
 def exported(cli, weights, tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     checkpoint = shutil.copy(weights, folder / weights.name)  # the exporter writes beside its input
-    done = subprocess.run([*cli, "export", "--weights", str(checkpoint), "--out", str(folder / "model.onnx")],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*cli, "export", "--weights", str(checkpoint), "--out", str(folder / "model.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("exported ") and (folder / "model.onnx").is_file()
     return folder / "model.onnx"
@@ -45,7 +50,9 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_onnx_runtime_matches_pytorch_on_real_frames(onnx_segmenter, segmenter, videos, davis):
-    frames = _vtest_frames(videos, 3) + [Frame(cv2.imread(str(davis / "JPEGImages/480p/dog/00000.jpg")), "dog", 0, 0.0, 0.0)]
+    frames = _vtest_frames(videos, 3) + [
+        Frame(cv2.imread(str(davis / "JPEGImages/480p/dog/00000.jpg")), "dog", 0, 0.0, 0.0)
+    ]
     for frame, theirs, ours in zip(frames, segmenter.segment(frames), onnx_segmenter.segment(frames)):
         assert len(ours) == len(theirs) >= 1
         np.testing.assert_allclose(ours.boxes, theirs.boxes, atol=0.5)
@@ -75,7 +82,8 @@ def test_a_static_int8_export_runs_at_its_own_size(weights, videos):
 
 def test_a_frames_result_does_not_depend_on_its_batch(onnx_segmenter, videos, davis):
     """Frames of different sizes in one batch are segmented in groups of one size, each at its own
-    minimal letterbox: the same result as alone."""
+    minimal letterbox: the same result as alone.
+    """
     vtest = _vtest_frames(videos, 2)
     dog = Frame(cv2.imread(str(davis / "JPEGImages/480p/dog/00000.jpg")), "dog", 0, 0.0, 0.0)
     mixed = onnx_segmenter.segment([vtest[0], dog, vtest[1]])
@@ -88,7 +96,8 @@ def test_a_frames_result_does_not_depend_on_its_batch(onnx_segmenter, videos, da
 
 def test_letterboxing_on_the_device_matches_opencv(segmenter, videos):
     """The GPU path's letterbox (torch ops, here run on the CPU) against the OpenCV one, and the
-    whole segmenter through that path: the same instances."""
+    whole segmenter through that path: the same instances.
+    """
     import torch
 
     from fastsam_stream.pipeline.segmenter import letterbox, letterbox_geometry, letterbox_on_device
@@ -114,7 +123,8 @@ def test_letterboxing_on_the_device_matches_opencv(segmenter, videos):
 
 def test_export_refuses_to_overwrite_and_needs_an_onnx_name(cli, weights, exported, tmp_path):
     for out, message in ((exported, "exists already"), (tmp_path / "model.pt", "name it *.onnx")):
-        done = subprocess.run([*cli, "export", "--weights", str(weights), "--out", str(out)],
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [*cli, "export", "--weights", str(weights), "--out", str(out)], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode != 0 and message in done.stderr and done.stderr.count("\n") == 1
     assert not weights.with_suffix(".onnx").exists()  # nothing written beside the checkpoint

@@ -1,5 +1,6 @@
 """`fastsam-stream eval davis|sot|mot`: the dataset readers, the prompts taken from ground truth,
-and whole runs of the real pipeline and stand-in model on the real data in ../shared/eval."""
+and whole runs of the real pipeline and stand-in model on the real data in ../shared/eval.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from fastsam_stream.errors import ConfigError, SourceError
 from fastsam_stream.cli import main as cli_main
+from fastsam_stream.errors import ConfigError, SourceError
 from fastsam_stream.evaluation.datasets import davis_sequences, mot_sequences, read_boxes, sot_targets
 from fastsam_stream.evaluation.runner import prompt_from_mask
 
@@ -42,9 +43,16 @@ def model_args(weights, *extra: str) -> list[str]:
 
 # --- readers and prompts (no model) ---------------------------------------------------------------
 
+
 def test_readers_find_the_shared_sequences(eval_root):
     assert [s.name for s in davis_sequences(eval_root / "davis2016")] == [
-        "blackswan", "bmx-trees", "breakdance", "camel", "car-roundabout", "dog"]
+        "blackswan",
+        "bmx-trees",
+        "breakdance",
+        "camel",
+        "car-roundabout",
+        "dog",
+    ]
     dog = davis_sequences(eval_root / "davis2016", ["dog"])[0]
     assert len(dog.frames) == len(dog.annotations) == 60 and dog.mask(0).shape == (480, 854)
     assert [t.name for t in sot_targets(eval_root / "sot")] == ["Car4", "Jogging.1", "Jogging.2"]
@@ -93,11 +101,21 @@ def test_prompts_from_a_ground_truth_mask():
 
 # --- whole runs with the real model ---------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def davis_run(weights, eval_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("davis")
-    code, printed = run("davis", str(eval_root / "davis2016"), "--seq", "dog", "--prompt", "box", "--out", str(out),
-                        *model_args(weights))
+    code, printed = run(
+        "davis",
+        str(eval_root / "davis2016"),
+        "--seq",
+        "dog",
+        "--prompt",
+        "box",
+        "--out",
+        str(out),
+        *model_args(weights),
+    )
     return code, printed, out
 
 
@@ -118,8 +136,17 @@ def test_davis_eval_writes_scores_and_a_plot(davis_run):
 
 
 def test_sot_eval_on_the_first_frames(weights, eval_root, tmp_path):
-    code, printed = run("sot", str(eval_root / "sot"), "--seq", "Car4", "--max-frames", "30", "--out", str(tmp_path),
-                        *model_args(weights))
+    code, printed = run(
+        "sot",
+        str(eval_root / "sot"),
+        "--seq",
+        "Car4",
+        "--max-frames",
+        "30",
+        "--out",
+        str(tmp_path),
+        *model_args(weights),
+    )
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
     car = report["targets"]["Car4"]
@@ -164,4 +191,7 @@ def test_bad_inputs_are_one_line_errors(eval_root, tmp_path, capsys):
 def test_the_console_script_runs_eval_and_exits_non_zero_on_bad_input(cli, tmp_path):
     done = subprocess.run([*cli, "eval", "mot", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
-    assert done.stderr.strip() == f"fastsam-stream: error: {tmp_path} holds no MOTChallenge sequence (<seq>/seqinfo.ini, img1/, gt/gt.txt)"
+    assert (
+        done.stderr.strip()
+        == f"fastsam-stream: error: {tmp_path} holds no MOTChallenge sequence (<seq>/seqinfo.ini, img1/, gt/gt.txt)"
+    )

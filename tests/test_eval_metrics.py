@@ -1,5 +1,6 @@
 """The benchmark metrics against cases worked out by hand (DAVIS J/F, OTB success/precision), and
-TrackEval's HOTA/IDF1/MOTA on tiny hand-made MOTChallenge files."""
+TrackEval's HOTA/IDF1/MOTA on tiny hand-made MOTChallenge files.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from fastsam_stream.evaluation.metrics import (
 
 def square(top: int, left: int, size: int = 20, shape: tuple[int, int] = (100, 100)) -> np.ndarray:
     mask = np.zeros(shape, bool)
-    mask[top:top + size, left:left + size] = True
+    mask[top : top + size, left : left + size] = True
     return mask
 
 
@@ -37,13 +38,16 @@ def test_boundary_map_is_seg2bmap():
     # outside corner above-left (it differs from its bottom-right neighbour): 2H + 2W = 8.
     mask = np.zeros((5, 5), bool)
     mask[1:3, 1:3] = True
-    expected = np.array([
-        [1, 1, 1, 0, 0],
-        [1, 0, 1, 0, 0],
-        [1, 1, 1, 0, 0],
-        [0, 0, 0, 0, 0],
-        [0, 0, 0, 0, 0],
-    ], bool)
+    expected = np.array(
+        [
+            [1, 1, 1, 0, 0],
+            [1, 0, 1, 0, 0],
+            [1, 1, 1, 0, 0],
+            [0, 0, 0, 0, 0],
+            [0, 0, 0, 0, 0],
+        ],
+        bool,
+    )
     assert np.array_equal(boundary_map(mask), expected)
 
 
@@ -100,15 +104,30 @@ def test_sequence_scores_skip_the_first_and_last_frame():
 
 
 # Boxes x,y,w,h. Frames 3 (w = 0) and 5 (NaN) have invalid ground truth and are left out.
-GT = np.array([[10, 10, 10, 10], [10, 10, 10, 10], [10, 10, 10, 10], [5, 5, 0, 10],
-               [10, 10, 10, 10], [np.nan] * 4, [10, 10, 10, 10]], float)
-PRED = np.array([[10, 10, 10, 10],   # IoU 1, centre error 0
-                 [15, 10, 10, 10],   # overlap 5×10 = 50, union 150: IoU 1/3; error 5
-                 [30, 10, 10, 10],   # IoU 0; error exactly 20 (counts: ≤ 20)
-                 [0, 0, 0, 0],       # invalid gt
-                 [10, 10, 10, 15],   # overlap 100, union 150: IoU 2/3; centres (15, 17.5)/(15, 15): error 2.5
-                 [1, 1, 1, 1],       # invalid gt
-                 [60, 60, 10, 10]], float)  # IoU 0; error √(50² + 50²)
+GT = np.array(
+    [
+        [10, 10, 10, 10],
+        [10, 10, 10, 10],
+        [10, 10, 10, 10],
+        [5, 5, 0, 10],
+        [10, 10, 10, 10],
+        [np.nan] * 4,
+        [10, 10, 10, 10],
+    ],
+    float,
+)
+PRED = np.array(
+    [
+        [10, 10, 10, 10],  # IoU 1, centre error 0
+        [15, 10, 10, 10],  # overlap 5×10 = 50, union 150: IoU 1/3; error 5
+        [30, 10, 10, 10],  # IoU 0; error exactly 20 (counts: ≤ 20)
+        [0, 0, 0, 0],  # invalid gt
+        [10, 10, 10, 15],  # overlap 100, union 150: IoU 2/3; centres (15, 17.5)/(15, 15): error 2.5
+        [1, 1, 1, 1],  # invalid gt
+        [60, 60, 10, 10],
+    ],
+    float,
+)  # IoU 0; error √(50² + 50²)
 
 
 def test_box_iou_and_centre_errors_by_hand():
@@ -142,8 +161,9 @@ A, B, FAR = (100, 100, 50, 100), (300, 100, 50, 100), (600, 400, 50, 50)
 
 
 def write_mot(tmp_path, gt_rows: list[tuple], result_rows: list[tuple], frames: int = 4) -> dict:
-    """gt rows (frame, id, box) as MOT17 pedestrians (class 1, considered, visible); result rows
-    in the 10-field results format; TrackEval's layout under tmp_path."""
+    """Gt rows (frame, id, box) as MOT17 pedestrians (class 1, considered, visible); result rows
+    in the 10-field results format; TrackEval's layout under tmp_path.
+    """
     gt = tmp_path / "gt" / "SEQ" / "gt" / "gt.txt"
     gt.parent.mkdir(parents=True)
     gt.write_text("".join(f"{f},{i},{x},{y},{w},{h},1,1,1.0\n" for f, i, (x, y, w, h) in gt_rows))

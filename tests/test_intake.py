@@ -1,7 +1,8 @@
 """FrameIntake: the per-source bounded buffers between reader threads and the segmenter.
 
 Unit tests of its logic with tiny frames; threads only where blocking is the behaviour under test,
-and then with events and bounded joins, never with sleeps."""
+and then with events and bounded joins, never with sleeps.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from fastsam_stream.pipeline.intake import FrameIntake, SourceEnded, Taken
 from fastsam_stream.sources.base import DropPolicy
 
 BLOCK, DROP = DropPolicy.BLOCK, DropPolicy.DROP_OLDEST
-JOIN_S = 5.0  # bound on waiting for a thread that should already be able to finish
+JOIN_S = 60.0  # bound on waiting for a thread that should already be able to finish: it only stops a hang
+NEVER_S = 3600.0  # a wait that no run of these tests sits out: a thread still in it after JOIN_S never left it
+BLOCKED_S = 0.2  # how long a put must stay blocked to count as waiting (longer only makes the check stricter)
 
 
 def frame(source_id: str, index: int) -> Frame:
@@ -102,12 +105,13 @@ def test_events_between_frames_come_with_the_frame_they_precede():
 
 def test_take_hands_events_on_at_once_when_no_frame_is_waiting():
     """With only an event waiting, take returns it rather than waiting for frames to fill a batch
-    (max_wait_s is long: a take that waited would still be running when the join gives up)."""
+    (max_wait_s is an hour: a take that waited would still be running when the join gives up).
+    """
     buffers, stop = intake(4, a=BLOCK, b=BLOCK)
     connected = event("a", 0, "connected")
     buffers.put("a", connected)
     got: list[list[Taken]] = []
-    taker = threading.Thread(target=lambda: got.append(buffers.take(4, max_wait_s=60.0)), daemon=True)
+    taker = threading.Thread(target=lambda: got.append(buffers.take(4, max_wait_s=NEVER_S)), daemon=True)
     taker.start()
     taker.join(JOIN_S)
     stop.set()
@@ -157,12 +161,23 @@ def test_put_on_a_full_buffer_returns_false_once_stopped():
 
 
 def _blocked_reader(buffers, item) -> tuple[threading.Thread, list[bool]]:
-    """A reader thread putting `item` into source "a"'s full BLOCK buffer; it must be waiting."""
+    """A reader thread putting `item` into source "a"'s full BLOCK buffer; it must be waiting.
+
+    Nothing can make room meanwhile, so a put that has not returned BLOCKED_S after it began is
+    waiting, on any machine; one that returns wrongly may only be seen on a fast one.
+    """
     results: list[bool] = []
-    reader = threading.Thread(target=lambda: results.append(buffers.put("a", item)), daemon=True)
+    putting = threading.Event()
+
+    def put() -> None:
+        putting.set()
+        results.append(buffers.put("a", item))
+
+    reader = threading.Thread(target=put, daemon=True)
     reader.start()
-    reader.join(0.2)
-    assert reader.is_alive(), "put() on a full BLOCK buffer returned instead of waiting"
+    assert putting.wait(JOIN_S)
+    reader.join(BLOCKED_S)
+    assert reader.is_alive() and results == [], "put() on a full BLOCK buffer returned instead of waiting"
     return reader, results
 
 

@@ -1,5 +1,6 @@
 """Ctrl-C (and SIGTERM) in the middle of a run: the frames done are all in tracks.jsonl and
-annotated.mp4 is a finished, playable file with exactly those frames."""
+annotated.mp4 is a finished, playable file with exactly those frames.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +35,24 @@ def _wait_for_lines(path: Path, count: int, process: subprocess.Popen) -> None:
 )
 def test_interrupt_leaves_complete_outputs(cli, weights, videos, tmp_path, signals):
     process = subprocess.Popen(
-        [*cli, "run", str(videos / "vtest.avi"), "--weights", str(weights), "--device", "cpu",
-         "--box", "642,241,683,321", "--out", str(tmp_path), "--imgsz", "320"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            *cli,
+            "run",
+            str(videos / "vtest.avi"),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--box",
+            "642,241,683,321",
+            "--out",
+            str(tmp_path),
+            "--imgsz",
+            "320",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for_lines(tmp_path / "tracks.jsonl", 8, process)

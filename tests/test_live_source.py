@@ -1,6 +1,7 @@
 """The LiveSource state machine through real PyAV decoding, with no network: lavfi's `testsrc` is a
 short "camera" that ends after a few frames (a lost stream), and a scripted opener fails on demand
-between connections and comes back at another size."""
+between connections and comes back at another size.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +26,10 @@ from fastsam_stream.sources import (
 )
 
 FRAMES_PER_CONNECTION = 5  # testsrc at 25 fps for 0.2 s
+# No test here waits for a timeout or a delay to pass: this bound on the waits that should end at
+# once (a read, an open of a local lavfi graph, a thread's end) only stops a hang.
+HANG_S = 60.0
+NEVER_S = 3600.0  # a delay or a lifetime that no run of these tests reaches
 URL = "rtsp://admin:s3cr3t@10.0.0.5:554/Streaming/101"  # never dialled: the name only feeds the redactor
 
 
@@ -39,12 +44,14 @@ def _unreachable() -> OSError:
 class ScriptedSource(LiveSource):
     """Each connection attempt takes the next step of the script: (width, height) opens a real
     lavfi test source of that size; an exception is raised as the attempt's failure. Once the
-    script is spent, every attempt is refused."""
+    script is spent, every attempt is refused.
+    """
 
     def __init__(self, script, reconnect: ReconnectPolicy, seed: int = 0) -> None:
         self.script = list(script)
         self.attempts = 0
-        super().__init__(URL, "cam", StreamSettings(open_timeout_s=2, read_timeout_s=2, reconnect=reconnect), seed)
+        settings = StreamSettings(open_timeout_s=HANG_S, read_timeout_s=HANG_S, reconnect=reconnect)
+        super().__init__(URL, "cam", settings, seed)
 
     def _open(self):
         self.attempts += 1
@@ -57,7 +64,8 @@ class ScriptedSource(LiveSource):
 
 def _fast(max_attempts: int | None, stable_after_s: float = 0.0) -> ReconnectPolicy:
     """No delays; by default every connection that delivered frames counts as a success (these
-    lavfi connections last 0.2 s, shorter than any real `stable_after_s`)."""
+    lavfi connections last 0.2 s, shorter than any real `stable_after_s`).
+    """
     return ReconnectPolicy(initial_delay_s=0.0, jitter=0.0, max_attempts=max_attempts, stable_after_s=stable_after_s)
 
 
@@ -68,7 +76,8 @@ def _kinds(items) -> list[str]:
 @pytest.fixture
 def reconnecting_run():
     """Connect at 64x48, lose it, two refused attempts, back at 32x24, lose it, three failed
-    attempts (max_attempts=3): gave up."""
+    attempts (max_attempts=3): gave up.
+    """
     script = [(64, 48), _refused(), _refused(), (32, 24), _refused(), _refused(), _unreachable()]
     source = ScriptedSource(script, _fast(max_attempts=3))
     items = list(source.frames())
@@ -93,7 +102,7 @@ def test_connected_and_reconnected_carry_the_stream_size_and_rate(reconnecting_r
     assert (reconnected.width, reconnected.height, reconnected.fps) == (32, 24, 25.0)
     assert reconnected.outage_s is not None and reconnected.outage_s >= 0
     assert reconnected.next_frame == FRAMES_PER_CONNECTION
-    frames_after = [i for i in items[items.index(reconnected):] if isinstance(i, Frame)]
+    frames_after = [i for i in items[items.index(reconnected) :] if isinstance(i, Frame)]
     assert {(f.width, f.height) for f in frames_after} == {(32, 24)}
     assert lost_again.next_frame == 2 * FRAMES_PER_CONNECTION
 
@@ -116,16 +125,18 @@ def test_frame_indexes_keep_counting_across_a_reconnect(reconnecting_run):
 
 
 def test_pts_strictly_increase_across_a_reconnect(reconnecting_run):
-    """lavfi delivers faster than real time, as a stream that bursts its buffer on connect does (HLS
+    """Lavfi delivers faster than real time, as a stream that bursts its buffer on connect does (HLS
     segments, an RTSP server's GOP cache): the first connection's stream clock runs ahead of the
-    wall clock, and the second connection must still not start before the first one ended."""
+    wall clock, and the second connection must still not start before the first one ended.
+    """
     _, items = reconnecting_run
     pts = [i.pts for i in items if isinstance(i, Frame)]
     assert all(b > a for a, b in zip(pts, pts[1:])), pts
 
 
 def test_close_while_waiting_to_reconnect_stops_at_once_without_giving_up():
-    source = ScriptedSource([(64, 48)], ReconnectPolicy(initial_delay_s=60.0, jitter=0.0, max_attempts=5))
+    policy = ReconnectPolicy(initial_delay_s=NEVER_S, max_delay_s=NEVER_S, jitter=0.0, max_attempts=5)
+    source = ScriptedSource([(64, 48)], policy)
     items: list = []
     lost = threading.Event()
 
@@ -137,9 +148,9 @@ def test_close_while_waiting_to_reconnect_stops_at_once_without_giving_up():
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
-    assert lost.wait(10), "the stream was never reported lost"
-    source.close()  # the reader is in (or about to enter) the 60 s wait before attempt 1
-    reader.join(5)
+    assert lost.wait(HANG_S), "the stream was never reported lost"
+    source.close()  # the reader is in (or about to enter) the hour-long wait before attempt 1
+    reader.join(HANG_S)  # ending at all, before the hour, shows close() woke it
     assert not reader.is_alive(), "close() did not end frames() while it waited to reconnect"
     assert source.state is SourceState.STOPPED
     assert _kinds(items) == ["connected", *["frame"] * FRAMES_PER_CONNECTION, "lost"]
@@ -219,14 +230,25 @@ def test_open_source_lavfi_is_a_live_camera_that_connects_first():
 
 
 def test_a_flapping_stream_backs_off_and_gives_up():
-    """Every connection delivers frames and then drops at once (0.2 s, under `stable_after_s`):
+    """Every connection delivers frames and then drops at once (5 lavfi frames, far under `stable_after_s`):
     each counts as a failed attempt, so the delays grow and max_attempts ends it, where a reset
-    on every success would retry at the first delay forever."""
-    policy = ReconnectPolicy(initial_delay_s=0.0, jitter=0.0, max_attempts=3, stable_after_s=60.0)
+    on every success would retry at the first delay forever.
+    """
+    policy = ReconnectPolicy(initial_delay_s=0.0, jitter=0.0, max_attempts=3, stable_after_s=NEVER_S)
     source = ScriptedSource([(64, 48)] * 10, policy)
     items = list(source.frames())
     kinds = [k for k in _kinds(items) if k != "frame"]
-    assert kinds == ["connected", "lost", "reconnected", "lost", "reconnected", "lost", "reconnected", "lost", "gave_up"]
+    assert kinds == [
+        "connected",
+        "lost",
+        "reconnected",
+        "lost",
+        "reconnected",
+        "lost",
+        "reconnected",
+        "lost",
+        "gave_up",
+    ]
     assert [e.attempt for e in items if isinstance(e, SourceEvent) and e.kind is not EventKind.LOST] == [0, 1, 2, 3, 3]
     assert source.attempts == 4 and source.state is SourceState.GAVE_UP
     assert items[-1].message == "the stream kept dropping"
@@ -240,7 +262,8 @@ def test_delay_survives_thousands_of_attempts():
 
 def test_a_stream_clock_that_jumps_back_continues_the_timeline():
     """A discontinuity (HLS, an MPEG-TS wrap): the stream's pts fall back 1.6 s at frame 25.
-    Our pts keep their 40 ms spacing instead of freezing until the stream clock catches up."""
+    Our pts keep their 40 ms spacing instead of freezing until the stream clock catches up.
+    """
     graph = "testsrc=size=32x24:rate=25:duration=2,setpts='if(lt(N,25),N,N-40)/25/TB'"
     source = open_source(f"lavfi:{graph}", stream=StreamSettings(reconnect=_fast(max_attempts=0)))
     pts = [item.pts for item in source.frames() if isinstance(item, Frame)]

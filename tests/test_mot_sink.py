@@ -11,8 +11,16 @@ from fastsam_stream.sinks.mot import MotSink, mot_line
 
 
 def track(track_id: int, box, state=TrackState.TRACKED, score: float = 0.9, target: bool = False) -> Track:
-    return Track(track_id, tuple(float(v) for v in box), score, state, age=3, frames_lost=0 if state is TrackState.TRACKED else 2,
-                 is_target=target, instance_index=0 if state is TrackState.TRACKED else None)
+    return Track(
+        track_id,
+        tuple(float(v) for v in box),
+        score,
+        state,
+        age=3,
+        frames_lost=0 if state is TrackState.TRACKED else 2,
+        is_target=target,
+        row=0 if state is TrackState.TRACKED else None,
+    )
 
 
 def result(index: int, tracks, source: str = "seq") -> FrameResult:
@@ -30,8 +38,16 @@ def test_only_tracked_tracks_are_written_frame_by_frame(tmp_path):
     path = tmp_path / "out" / "SEQ.txt"
     sink = MotSink(path)
     assert not path.exists()  # opened on the first frame, not before
-    sink.write(result(0, [track(1, (0, 0, 10, 10)), track(2, (20, 20, 30, 40), TrackState.LOST, target=True),
-                          track(4, (5, 5, 6, 6), TrackState.REMOVED)]))
+    sink.write(
+        result(
+            0,
+            [
+                track(1, (0, 0, 10, 10)),
+                track(2, (20, 20, 30, 40), TrackState.LOST, target=True),
+                track(4, (5, 5, 6, 6), TrackState.REMOVED),
+            ],
+        )
+    )
     assert path.read_text() == "1,1,1.00,1.00,10.00,10.00,0.9000,-1,-1,-1\n"  # flushed before close
     sink.write(result(1, []))  # nothing tracked: no line
     sink.write(result(2, [track(1, (1, 0, 11, 10)), track(2, (20, 20, 30, 40), target=True)]))

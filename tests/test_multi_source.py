@@ -2,7 +2,8 @@
 
 A fake segmenter (one box per frame, placed relative to the frame's size) keeps the unit tests
 deterministic and fast; the sources decode real clips and images. One end-to-end test runs the
-real model through the command line on two sources."""
+real model through the command line on two sources.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ class MiddleBox:
 
     With `gate`, its first call waits until every gated source has handed its reader enough frames
     that each buffer still holds some after this first batch: the next batch is then certain to
-    find frames of every source waiting (no reliance on thread timing)."""
+    find frames of every source waiting (no reliance on thread timing).
+    """
 
     def __init__(self, gate: list[threading.Event] | None = None) -> None:
         self.batches: list[list[str]] = []
@@ -65,7 +67,12 @@ class Counted:
 
     def __init__(self, inner, after: int) -> None:
         self.inner, self.after = inner, after
-        self.source_id, self.fps, self.frame_count, self.is_live = inner.source_id, inner.fps, inner.frame_count, inner.is_live
+        self.source_id, self.fps, self.frame_count, self.is_live = (
+            inner.source_id,
+            inner.fps,
+            inner.frame_count,
+            inner.is_live,
+        )
         self.ready = threading.Event()
 
     def frames(self):
@@ -195,7 +202,9 @@ def test_one_tracker_instance_for_several_sources_is_rejected(videos):
         b.close()
 
 
-@pytest.mark.parametrize("factory", [lambda: fs.IoUTracker(max_age=3), fs.IoUTracker], ids=["lambda", "class"])
+@pytest.mark.parametrize(
+    "factory", [lambda: fs.IoUTracker(fs.IoUTrackerSettings(max_age=3)), fs.IoUTracker], ids=["lambda", "class"]
+)
 def test_a_tracker_factory_gives_every_source_its_own_tracker(videos, tmp_path, factory):
     """The ValueError above says "pass a factory (e.g. a class)": a class must work like any factory."""
     a = fs.FileSource(videos / "carphone_pristine.mp4")
@@ -242,7 +251,9 @@ class ResizingSource:
         for index in range(6):
             width, height = (100, 80) if index < 3 else (200, 160)
             if index == 3:
-                yield SourceEvent(self.source_id, EventKind.RECONNECTED, 3, time.time(), attempt=1, width=200, height=160)
+                yield SourceEvent(
+                    self.source_id, EventKind.RECONNECTED, 3, time.time(), attempt=1, width=200, height=160
+                )
             yield Frame(np.zeros((height, width, 3), np.uint8), self.source_id, index, index / 25, time.monotonic())
 
     def close(self) -> None:
@@ -260,7 +271,7 @@ class MissesFrame3(MiddleBox):
 def test_a_resolution_change_rescales_the_tracks_and_is_reported(tmp_path):
     recorder = Recorder()
     events = EventLogSink(tmp_path / "events.jsonl")
-    tracker = fs.IoUTracker(max_age=5)
+    tracker = fs.IoUTracker(fs.IoUTrackerSettings(max_age=5))
     results = list(fs.Pipeline(ResizingSource(), MissesFrame3(), tracker=tracker, sinks=[recorder, events]))
     assert [r.frame.index for r in results] == list(range(6))
     kinds = [e.kind for e in recorder.events]
@@ -297,9 +308,25 @@ def test_the_cli_writes_each_sources_tracks_in_its_own_folder(cli, weights, vide
         shutil.copy(jpg, camel / jpg.name)
     out = tmp_path / "out"
     done = subprocess.run(
-        [*cli, "run", str(videos / "carphone_pristine.mp4"), str(camel), "--weights", str(weights), "--device", "cpu",
-         "--imgsz", "320", "--no-video", "--quiet", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            *cli,
+            "run",
+            str(videos / "carphone_pristine.mp4"),
+            str(camel),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--imgsz",
+            "320",
+            "--no-video",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,  # only stops a hang
     )
     assert done.returncode == 0, done.stderr
     expected = {"carphone_pristine": CARPHONE_FRAMES, "camel": 5}
@@ -316,7 +343,8 @@ def test_the_cli_writes_each_sources_tracks_in_its_own_folder(cli, weights, vide
 
 def test_a_failing_source_ends_its_own_lane_and_the_error_comes_after_the_others_finish(videos, tmp_path):
     """An unreadable image in one folder: that source stops there, the clip beside it runs to its
-    end and every sink is finalised, then the run raises the folder's error."""
+    end and every sink is finalised, then the run raises the folder's error.
+    """
     folder = _image_folder(tmp_path)
     (folder / "img3.png").write_bytes(b"not a png")
     clip = fs.FileSource(videos / "carphone_pristine.mp4")
@@ -351,7 +379,8 @@ def _records(path: Path) -> list[dict]:
 def test_four_real_sources_together_give_each_the_same_outputs_as_alone(weights, videos, davis, tmp_path):
     """The real model, four file sources batched together (two DAVIS sequences of one size, so
     their frames share forward passes): every source's tracks.jsonl matches its run alone, up to
-    float noise in the last digit: same frames, same ids, same states, boxes within 0.02 px."""
+    float noise in the last digit: same frames, same ids, same states, boxes within 0.02 px.
+    """
     from fastsam_stream.pipeline.segmenter import SegmenterSettings, UltralyticsSegmenter
 
     segmenter = UltralyticsSegmenter(SegmenterSettings(weights=str(weights), device="cpu", imgsz=320, conf=0.25))
@@ -366,26 +395,46 @@ def test_four_real_sources_together_give_each_the_same_outputs_as_alone(weights,
         return fs.open_source(specs[source_id], source_id=source_id)
 
     together = tmp_path / "together"
-    fs.Pipeline([source(i) for i in specs], segmenter,
-                sinks_for=lambda s: [fs.JsonlSink(together / f"{s.source_id}.jsonl", masks="none")]).run()
+    fs.Pipeline(
+        [source(i) for i in specs],
+        segmenter,
+        sinks_for=lambda s: [fs.JsonlSink(together / f"{s.source_id}.jsonl", masks="none")],
+    ).run()
     for source_id in specs:
         alone = tmp_path / f"alone-{source_id}.jsonl"
         fs.Pipeline(source(source_id), segmenter, sinks=[fs.JsonlSink(alone, masks="none")]).run()
         mine, reference = _records(together / f"{source_id}.jsonl"), _records(alone)
         assert [r["frame"] for r in mine] == [r["frame"] for r in reference]
         for a, b in zip(mine, reference):
-            assert [(t["id"], t["state"], t["target"]) for t in a["tracks"]] == \
-                   [(t["id"], t["state"], t["target"]) for t in b["tracks"]], (source_id, a["frame"])
+            assert [(t["id"], t["state"], t["target"]) for t in a["tracks"]] == [
+                (t["id"], t["state"], t["target"]) for t in b["tracks"]
+            ], (source_id, a["frame"])
             for ta, tb in zip(a["tracks"], b["tracks"]):
                 np.testing.assert_allclose(ta["box"], tb["box"], atol=0.02)
                 assert abs(ta["score"] - tb["score"]) <= 2e-4
 
 
-class Slow(MiddleBox):
-    """A segmenter slower than decoding, so every stage holds frames when the run is stopped."""
+class Behind(MiddleBox):
+    """A segmenter that is never ahead of decoding, whatever the machine.
+
+    Each batch is held until the readers have decoded `lead` frames more than it has been given in
+    all (bounded by GATE_S, which only stops a hang), so every stage holds frames when the run is
+    stopped. Set `stopping` before stopping the run: the readers stop, and a batch held for them
+    goes on.
+    """
+
+    def __init__(self, decoded, lead: int) -> None:
+        super().__init__()
+        self.decoded, self.lead, self.given = decoded, lead, 0
+        self.stopping = threading.Event()
 
     def segment(self, frames: list[Frame]) -> list[Instances]:
-        time.sleep(0.02)
+        self.given += len(frames)
+        deadline = time.monotonic() + GATE_S
+        while self.decoded() < self.given + self.lead and not self.stopping.is_set():
+            wanted = self.given + self.lead
+            assert time.monotonic() < deadline, f"the readers decoded {self.decoded()} frames, {wanted} wanted"
+            time.sleep(0.001)
         return super().segment(frames)
 
 
@@ -401,12 +450,16 @@ def test_every_decoded_frame_is_processed_or_counted_as_dropped_when_stopped(vid
             for item in inner():
                 yielded[source.source_id] += isinstance(item, Frame)
                 yield item
+
         source.frames = frames
         return source
 
-    pipeline = fs.Pipeline([counting(s) for s in sources], Slow(), drop_policy=policy)
+    # Both buffers full (a blocked reader cannot get further ahead than its buffer and one frame).
+    behind = Behind(lambda: sum(yielded.values()), lead=2 * fs.BatchSettings().buffer_size)
+    pipeline = fs.Pipeline([counting(s) for s in sources], behind, drop_policy=policy)
     for n, _ in enumerate(pipeline, 1):
         if n == 30:
+            behind.stopping.set()
             pipeline.stop()
     for source_id, made in yielded.items():
         summary = pipeline.summary.sources[source_id]

@@ -1,5 +1,6 @@
 """Nothing is downloaded or pip-installed at run time: a whole run with every socket and every
-`pip` subprocess made to fail still succeeds, and asked for neither."""
+`pip` subprocess made to fail still succeeds, and asked for neither.
+"""
 
 from __future__ import annotations
 
@@ -39,20 +40,39 @@ def _guarded(argv: list[str], cwd) -> dict:
     # No YOLO_* variables: the project itself must switch ultralytics to offline mode.
     env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
     env["XDG_CACHE_HOME"] = str(cwd / "cache")
-    done = subprocess.run([sys.executable, "-c", GUARD, *argv], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", GUARD, *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_a_run_makes_no_network_or_pip_attempt(weights, videos, tmp_path):
-    report = _guarded(["run", str(videos / "carphone_pristine.mp4"), "--weights", str(weights), "--device", "cpu",
-                       "--imgsz", "320", "--box", "28,16,176,143", "--out", str(tmp_path / "out"), "--quiet"], tmp_path)
+    report = _guarded(
+        [
+            "run",
+            str(videos / "carphone_pristine.mp4"),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--imgsz",
+            "320",
+            "--box",
+            "28,16,176,143",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
+        tmp_path,
+    )
     assert report == {"code": 0, "attempts": []}
     assert len((tmp_path / "out" / "tracks.jsonl").read_text().splitlines()) == 120
 
 
 def test_default_weights_offline_fail_with_advice_not_a_hang(tmp_path, videos):
-    report = _guarded(["run", str(videos / "carphone_pristine.mp4"), "--device", "cpu", "--quiet",
-                       "--out", str(tmp_path / "out")], tmp_path)
+    report = _guarded(
+        ["run", str(videos / "carphone_pristine.mp4"), "--device", "cpu", "--quiet", "--out", str(tmp_path / "out")],
+        tmp_path,
+    )
     assert report["code"] == 1
     assert all("subprocess" not in a for a in report["attempts"])  # no pip, only the refused download

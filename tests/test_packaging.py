@@ -1,5 +1,6 @@
 """The built wheel, installed into a clean environment, provides exactly one import name,
-`fastsam_stream`, and runs, even beside other packages called `trackers`, `pipeline` or `sources`."""
+`fastsam_stream`, and runs, even beside other packages called `trackers`, `pipeline` or `sources`.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +16,87 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Every module the wheel ships. A new module is added here on purpose; anything else in the wheel
+# (a debug script left at the root, which is the package) fails the test.
+MODULES = sorted(
+    """
+fastsam_stream
+fastsam_stream.__main__
+fastsam_stream.assemble
+fastsam_stream.cli
+fastsam_stream.config
+fastsam_stream.configs
+fastsam_stream.core
+fastsam_stream.defaults_yaml
+fastsam_stream.errors
+fastsam_stream.options
+fastsam_stream.settings
+fastsam_stream.evaluation
+fastsam_stream.evaluation.cli
+fastsam_stream.evaluation.datasets
+fastsam_stream.evaluation.metrics
+fastsam_stream.evaluation.report
+fastsam_stream.evaluation.runner
+fastsam_stream.pipeline
+fastsam_stream.pipeline.batcher
+fastsam_stream.pipeline.clip
+fastsam_stream.pipeline.clip_settings
+fastsam_stream.pipeline.control
+fastsam_stream.pipeline.engines
+fastsam_stream.pipeline.intake
+fastsam_stream.pipeline.masks
+fastsam_stream.pipeline.prompts
+fastsam_stream.pipeline.runner
+fastsam_stream.pipeline.segmenter
+fastsam_stream.pipeline.summary
+fastsam_stream.sinks
+fastsam_stream.sinks.base
+fastsam_stream.sinks.jsonl
+fastsam_stream.sinks.mot
+fastsam_stream.sinks.video
+fastsam_stream.sources
+fastsam_stream.sources.base
+fastsam_stream.sources.file
+fastsam_stream.sources.folder
+fastsam_stream.sources.live
+fastsam_stream.sources.redact
+fastsam_stream.trackers
+fastsam_stream.trackers.appearance
+fastsam_stream.trackers.base
+fastsam_stream.trackers.iou_tracker
+fastsam_stream.trackers.kalman
+fastsam_stream.trackers.lifecycle
+fastsam_stream.trackers.matching
+fastsam_stream.trackers.registry
+fastsam_stream.trackers.bytetrack
+fastsam_stream.trackers.bytetrack.association
+fastsam_stream.trackers.bytetrack.parts
+fastsam_stream.trackers.bytetrack.reacquire
+fastsam_stream.trackers.bytetrack.settings
+fastsam_stream.trackers.bytetrack.targets
+fastsam_stream.trackers.bytetrack.track
+fastsam_stream.trackers.bytetrack.tracker
+""".split()
+)
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     # Build from a copy: an in-tree build/ folder left from an earlier build could carry stale modules.
     tree = tmp_path_factory.mktemp("tree") / "fastsam-stream"
-    shutil.copytree(REPO, tree, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        REPO,
+        tree,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache"
+        ),
+    )
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(tree)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (built,) = out.glob("fastsam_stream-*.whl")
     return built
@@ -42,19 +113,61 @@ def test_wheel_holds_only_the_fastsam_stream_package(wheel):
     assert not any(n.startswith("fastsam_stream/tests/") for n in names)
 
 
+def test_wheel_holds_exactly_the_listed_modules(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = sorted(
+        n.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for n in names if n.endswith(".py")
+    )
+    assert shipped == MODULES
+
+
+def test_every_module_imports_and_leaves_the_process_alive(clean_env):
+    """Importing a module must not do anything to the importing process (a timer, a signal, an exit):
+    each one is imported in a fresh interpreter that then has to stay alive for a few seconds.
+    """
+    code = (
+        "import importlib, sys, time\n"
+        "for name in sys.argv[1:]:\n"
+        "    importlib.import_module(name)\n"
+        "time.sleep(3)\n"
+        "print('alive')\n"
+    )
+    done = subprocess.run(
+        [clean_env["python"], "-c", code, *MODULES],
+        capture_output=True,
+        text=True,
+        env=clean_env["env"],
+        cwd=clean_env["cwd"],
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "alive"
+
+
 @pytest.fixture(scope="module")
 def clean_env(wheel, tmp_path_factory) -> dict:
     """A new venv with only our wheel installed; the dependencies (torch, ultralytics, ...) come
-    from this environment's site-packages through a .pth line, without its editable install."""
+    from this environment's site-packages through a .pth line, without its editable install.
+    """
     root = tmp_path_factory.mktemp("clean")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     # Packages that share our sub-packages' names: if any of our code imported them top-level,
     # it would get these, and they refuse to be imported.
     shadows = root / "others"
@@ -63,8 +176,13 @@ def clean_env(wheel, tmp_path_factory) -> dict:
         (shadows / name / "__init__.py").write_text(f"raise ImportError('the other {name} package was imported')\n")
     env = {**os.environ, "PYTHONPATH": str(shadows)}
     # run from an empty folder: the checkout (and its build metadata) must not be on the path
-    return {"python": str(python), "script": str(venv / "bin" / "fastsam-stream"), "site": site, "env": env,
-            "cwd": str(root)}
+    return {
+        "python": str(python),
+        "script": str(venv / "bin" / "fastsam-stream"),
+        "site": site,
+        "env": env,
+        "cwd": str(root),
+    }
 
 
 def test_installed_distribution_has_one_top_level_name(clean_env):
@@ -74,23 +192,44 @@ def test_installed_distribution_has_one_top_level_name(clean_env):
         "print(json.dumps(sorted({f.parts[0] for f in files if not f.parts[0].endswith('.dist-info')"
         " and f.parts[0] != '..'})))"
     )
-    done = subprocess.run([clean_env["python"], "-c", code], capture_output=True, text=True, env=clean_env["env"],
-                          cwd=clean_env["cwd"])
+    done = subprocess.run(
+        [clean_env["python"], "-c", code], capture_output=True, text=True, env=clean_env["env"], cwd=clean_env["cwd"]
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == '["fastsam_stream"]'
 
 
 def test_the_wheel_imports_from_its_install_and_runs_beside_same_named_packages(clean_env, weights, videos, tmp_path):
     code = "import fastsam_stream, fastsam_stream.trackers, fastsam_stream.pipeline; print(fastsam_stream.__file__)"
-    done = subprocess.run([clean_env["python"], "-c", code], capture_output=True, text=True, env=clean_env["env"],
-                          cwd=clean_env["cwd"])
+    done = subprocess.run(
+        [clean_env["python"], "-c", code], capture_output=True, text=True, env=clean_env["env"], cwd=clean_env["cwd"]
+    )
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).is_relative_to(clean_env["site"])  # the wheel, not the checkout
     run = subprocess.run(
-        [clean_env["script"], "run", str(videos / "carphone_pristine.mp4"), "--weights", str(weights),
-         "--device", "cpu", "--imgsz", "320", "--box", "28,16,176,143", "--out", str(tmp_path), "--quiet",
-         "--tracker", "iou"],  # a bundled tracker config, read from the installed package
-        capture_output=True, text=True, env=clean_env["env"], cwd=clean_env["cwd"], timeout=300,
+        [
+            clean_env["script"],
+            "run",
+            str(videos / "carphone_pristine.mp4"),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--imgsz",
+            "320",
+            "--box",
+            "28,16,176,143",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--tracker",
+            "iou",
+        ],  # a bundled tracker config, read from the installed package
+        capture_output=True,
+        text=True,
+        env=clean_env["env"],
+        cwd=clean_env["cwd"],
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert len((tmp_path / "tracks.jsonl").read_text().splitlines()) == 120

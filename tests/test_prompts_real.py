@@ -349,8 +349,12 @@ def multi_run(request, segmenter, videos, tmp_path_factory):
         if result.frame.index >= settings["frames"] - 1:
             pipeline.stop()  # the run ends after this frame, every sink having had it
 
-    pipeline = Pipeline(FileSource(videos / clip), segmenter, prompt=Prompt(boxes=instances.boxes[rows]),
-                        sinks=[collect, JsonlSink(path)])
+    pipeline = Pipeline(
+        FileSource(videos / clip),
+        segmenter,
+        prompt=Prompt(boxes=instances.boxes[rows]),
+        sinks=[collect, JsonlSink(path)],
+    )
     pipeline.run()
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     return Run(clip, rows, results, lines)
@@ -388,10 +392,12 @@ def test_targets_never_share_an_instance_or_swap(multi_run):
         masks = {tid: result.instances.masks(list(rs)).any(axis=0) for tid, rs in found.items()}
         for a, b in combinations(masks, 2):
             overlap = _iou(masks[a], masks[b])
-            assert overlap < settings["max_mask_iou"], f"frame {result.frame.index}: {a} and {b} overlap ({overlap:.3f})"
+            assert overlap < settings["max_mask_iou"], (
+                f"frame {result.frame.index}: {a} and {b} overlap ({overlap:.3f})"
+            )
         for track in result.targets:  # the mask a target reports comes from the instance it matched
             if track.id in found:
-                assert track.instance_index in found[track.id]
+                assert track.row in found[track.id]
         # motion is judged on the rows each target reports (what a sink draws), not the tracker's box
         boxes = {tid: _union_box(result.instances.boxes[list(rs)]) for tid, rs in found.items()}
         for tid, box in boxes.items():

@@ -1,6 +1,10 @@
 """Live RTSP end to end: a real GStreamer RTSP server on 127.0.0.1 serving a real clip, killed
 mid-stream and restarted (once at another resolution); the run reconnects each time, keeps the
-target's id, counts the gap, and finalises its outputs. Loopback only; every wait is bounded."""
+target's id, counts the gap, and finalises its outputs. Loopback only; every wait is bounded, and
+every bound on time is only there to stop a hang: what a run keeps of a live stream depends on the
+machine's speed, so what the tests compare is chosen by content (which clip frame a result shows),
+never by position in the run.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -26,41 +31,110 @@ if not available and os.environ.get("FASTSAM_STREAM_REQUIRE_RTSP") == "1":  # CI
 pytestmark = pytest.mark.skipif(not available, reason=why)
 
 CARPHONE_SIZE = (176, 144)
+CARPHONE_FRAMES = 120
 CARPHONE_PERSON = [28, 16, 176, 143]  # the driver in carphone_pristine.mp4, frame 0; he stays put
 FAST_RECONNECT = ReconnectPolicy(initial_delay_s=0.2, max_delay_s=0.5, jitter=0.1, max_attempts=2)
+HANG_S = 180  # the reconnect run takes well under a minute even on a slow, busy machine: this only stops a hang
+SAME_SCENE = 2  # clip frames apart that still show the same scene (the driver barely moves in 0.07 s)
+PAIRS = 4  # results of each later connection compared with the first connection's, scene by scene
+
+
+def _iou(a, b) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class Connection:
+    """The results of one connection, and which clip frame each shows.
+
+    The server replays the clip from its first frame on every connection and the source numbers
+    every decoded frame (dropped ones too), so a result's own index tells which clip frame it
+    shows, whatever was dropped before it.
+    """
+
+    def __init__(self, first_index: int, size: tuple[int, int]) -> None:
+        self.first_index = first_index
+        self.size = size
+        self.results: list = []
+        self.cut = False  # the server was killed under it (later results were already in flight)
+
+    def clip_frame(self, result) -> int:
+        return (result.frame.index - self.first_index) % CARPHONE_FRAMES
+
+    def showing(self, clip_frame: int) -> list:
+        """Results of this connection that found the target near `clip_frame`, nearest first.
+
+        Near: at most SAME_SCENE clip frames apart.
+        """
+        near = [r for r in self.results if r.target_found and abs(self.clip_frame(r) - clip_frame) <= SAME_SCENE]
+        return sorted(near, key=lambda r: abs(self.clip_frame(r) - clip_frame))
 
 
 class Director:
-    """Plays the outage script from inside the run (the caller's thread, as a sink): after some
-    frames of each connection, kill the server and start it again (at the next size), or leave
-    it down after the last. The source notices the loss and reconnects on its own."""
+    """Plays the outage script from inside the run (the caller's thread, as a sink).
+
+    After some frames of each connection, kill the server and start it again (at the next size),
+    or leave it down after the last. The source notices the loss and reconnects on its own.
+
+    A later connection is only cut once it has also shown PAIRS scenes that the first one showed
+    (same clip frame, give or take SAME_SCENE), so the test can compare them like with like
+    however many frames this machine dropped. While the server restarts, `gate` holds the
+    source's connection attempts: a slow restart is not a failed reconnect.
+    """
 
     def __init__(self, server: RtspServer, frames_per_connection: int, restarts: list[tuple[int, int]]) -> None:
         self.server = server
         self.frames_per_connection = frames_per_connection
         self.restarts = list(restarts)  # sizes to restart at, in order; after the last, stay down
+        self.gate = threading.Event()
+        self.gate.set()
         self.events: list = []
         self.results: list = []
-        self.connections: list[list] = []  # results by connection, split where (RE)CONNECTED arrives in order
-        self._frames_this_connection = 0
+        self.connections: list[Connection] = []  # split where (RE)CONNECTED arrives in order
+
+    def paired(self, connection: Connection) -> list:
+        """Results of `connection` with the target found that show a scene the first connection showed."""
+        first = self.connections[0]
+        return [r for r in connection.results if r.target_found and first.showing(connection.clip_frame(r))]
 
     def write(self, result) -> None:
         self.results.append(result)
-        self.connections[-1].append(result)
-        self._frames_this_connection += 1
-        if self._frames_this_connection == self.frames_per_connection:
-            self.server.kill()  # SIGKILL: a crashed camera, no TEARDOWN
-            if self.restarts:
-                self.server.restart(*self.restarts.pop(0))
+        connection = self.connections[-1]
+        connection.results.append(result)
+        if connection.cut or len(connection.results) < self.frames_per_connection:
+            return
+        if connection is not self.connections[0] and len(self.paired(connection)) < PAIRS:
+            return  # the clip loops: the scenes of the first connection come round again
+        connection.cut = True
+        self.gate.clear()
+        self.server.kill()  # SIGKILL: a crashed camera, no TEARDOWN
+        if self.restarts:
+            self.server.restart(*self.restarts.pop(0))
+        self.gate.set()
 
     def on_event(self, event) -> None:
         self.events.append(event)
         if event.kind in (EventKind.CONNECTED, EventKind.RECONNECTED):
-            self._frames_this_connection = 0
-            self.connections.append([])
+            self.connections.append(Connection(event.next_frame, (event.width, event.height)))
 
     def close(self) -> None:
         pass
+
+
+class GatedStreamSource(StreamSource):
+    """A StreamSource whose connection attempts wait while `gate` is clear (the server restarting)."""
+
+    def __init__(self, *args, gate: threading.Event, **kwargs) -> None:
+        self.gate = gate
+        super().__init__(*args, **kwargs)
+
+    def _open(self):
+        if not self.gate.wait(HANG_S):
+            raise AssertionError(f"the RTSP server did not restart within {HANG_S} s")
+        return super()._open()
 
 
 @pytest.fixture
@@ -72,14 +146,23 @@ def carphone_server(videos):
 
 def test_stream_reconnects_after_kills_and_a_resolution_change_keeping_the_target(carphone_server, segmenter, tmp_path):
     config = load_config(overrides={"output": {"dir": str(tmp_path)}})
-    source = StreamSource(carphone_server.url, "cam", StreamSettings(open_timeout_s=10, read_timeout_s=5,
-                                                                      reconnect=FAST_RECONNECT))
     director = Director(carphone_server, frames_per_connection=25, restarts=[(352, 288), CARPHONE_SIZE])
-    pipeline = Pipeline(source, segmenter, prompt=Prompt(boxes=CARPHONE_PERSON), sinks=[director],
-                        sinks_for=lambda s: default_sinks(config, s))
-    deadline = time.monotonic() + 180
+    source = GatedStreamSource(
+        carphone_server.url,
+        "cam",
+        StreamSettings(open_timeout_s=10, read_timeout_s=5, reconnect=FAST_RECONNECT),
+        gate=director.gate,
+    )
+    pipeline = Pipeline(
+        source,
+        segmenter,
+        prompt=Prompt(boxes=CARPHONE_PERSON),
+        sinks=[director],
+        sinks_for=lambda s: default_sinks(config, s),
+    )
+    deadline = time.monotonic() + HANG_S
     for _ in pipeline:
-        assert time.monotonic() < deadline, "the run did not end within 3 minutes"
+        assert time.monotonic() < deadline, f"the run did not end within {HANG_S} s"
     summary = pipeline.summary.sources["cam"]
 
     # The box prompt is a targets_changed event on frame 0; the rest are the stream's own events.
@@ -88,9 +171,14 @@ def test_stream_reconnects_after_kills_and_a_resolution_change_keeping_the_targe
     kinds = [e.kind for e in director.events if e.kind is not EventKind.TARGETS_CHANGED]
     assert kinds == [
         EventKind.CONNECTED,
-        EventKind.LOST, EventKind.RECONNECTED, EventKind.RESIZED,
-        EventKind.LOST, EventKind.RECONNECTED, EventKind.RESIZED,
-        EventKind.LOST, EventKind.GAVE_UP,
+        EventKind.LOST,
+        EventKind.RECONNECTED,
+        EventKind.RESIZED,
+        EventKind.LOST,
+        EventKind.RECONNECTED,
+        EventKind.RESIZED,
+        EventKind.LOST,
+        EventKind.GAVE_UP,
     ]
     sizes = [(e.width, e.height) for e in director.events if e.kind in (EventKind.CONNECTED, EventKind.RECONNECTED)]
     assert sizes == [CARPHONE_SIZE, (352, 288), CARPHONE_SIZE]
@@ -100,18 +188,35 @@ def test_stream_reconnects_after_kills_and_a_resolution_change_keeping_the_targe
     assert director.events[-1].attempt == FAST_RECONNECT.max_attempts
 
     # Each connection's frames came at its size; the driver is found again right after each reconnect.
-    assert [len(c) >= 25 for c in director.connections] == [True] * 3
-    for connection, size in zip(director.connections, sizes):
-        assert {r.frame.image.shape[1::-1] for r in connection} == {size}
-        assert sum(r.target_found for r in connection[:25]) >= 20
+    connections = director.connections
+    assert [c.size for c in connections] == sizes
+    assert [len(c.results) >= 25 for c in connections] == [True] * 3
+    for connection in connections:
+        assert {r.frame.image.shape[1::-1] for r in connection.results} == {connection.size}
+        assert sum(r.target_found for r in connection.results[:25]) >= 20
     # One target id throughout: the driver is still there after each outage and each size change,
-    # and his box follows the resolution (twice as wide at 352x288).
     assert len({t.id for r in director.results for t in r.tracks if t.is_target}) == 1
-    # Each connection replays the clip from its start: its first 25 frames show the same scene, so
-    # their widths compare like with like (later frames depend on when the server was killed).
-    widths = [[r.target.box[2] - r.target.box[0] for r in c[:25] if r.target_found] for c in director.connections]
-    assert np.median(widths[1]) == pytest.approx(2 * np.median(widths[0]), rel=0.2)
-    assert np.median(widths[2]) == pytest.approx(np.median(widths[0]), rel=0.2)
+    # and his box follows the resolution (twice as wide at 352x288). Which frames a connection
+    # kept depends on the machine's speed, so each result is compared with the first connection's
+    # result showing the same scene (the same clip frame, give or take SAME_SCENE): scaled back to
+    # 176x144, the target's box is one of the boxes the model found there. Not necessarily the
+    # target's own box there: the stand-in model often gives the driver two boxes (with and
+    # without his right shoulder), and which of them the target follows may differ.
+    first = connections[0]
+    for connection in connections[1:]:
+        scale = connection.size[0] / CARPHONE_SIZE[0]
+        pairs = director.paired(connection)
+        assert len(pairs) >= PAIRS
+        matches = []  # (IoU, target width / the matching box's width there) for each pair
+        for result in pairs:
+            there = first.showing(connection.clip_frame(result))[0]
+            box = np.asarray(result.target.box, float) / scale
+            best = max(there.instances.boxes, key=lambda b: _iou(box, b))
+            matches.append((_iou(box, best), (box[2] - box[0]) / (best[2] - best[0])))
+        described = [(connection.clip_frame(r), round(i, 2), round(w, 2)) for r, (i, w) in zip(pairs, matches)]
+        message = f"{connection.size}: (clip frame, IoU, width ratio) {described}"
+        assert np.median([i for i, _ in matches]) >= 0.7, message
+        assert np.median([w for _, w in matches]) == pytest.approx(1, rel=0.2), message
 
     # tracks.jsonl: every result, in order; index gaps are exactly the counted drops.
     lines = [json.loads(line) for line in (tmp_path / "tracks.jsonl").read_text().splitlines()]
@@ -135,6 +240,11 @@ def test_stream_reconnects_after_kills_and_a_resolution_change_keeping_the_targe
 
 
 def _wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: float = 90) -> None:
+    """Wait until `path` has `count` lines.
+
+    The timeout only stops a hang: the command line loads the model and segments a few frames,
+    seconds on any machine this runs on.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -147,9 +257,25 @@ def _wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: flo
 
 def _cli_run(cli, weights, out: Path, *sources: str, extra=()) -> subprocess.Popen:
     return subprocess.Popen(
-        [*cli, "run", *sources, "--weights", str(weights), "--device", "cpu", "--imgsz", "320",
-         "--out", str(out), "--quiet", "--debug", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            *cli,
+            "run",
+            *sources,
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--imgsz",
+            "320",
+            "--out",
+            str(out),
+            "--quiet",
+            "--debug",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -158,14 +284,21 @@ def test_cli_with_a_stream_and_a_file_gives_up_cleanly_and_never_shows_the_passw
 ):
     """Two sources in one run; the camera dies for good; the run ends with exit 3, every output
     finalised, and the stream's password nowhere: not on the console (even with --debug), not in
-    any output file."""
+    any output file.
+    """
     url = carphone_server.url.replace("rtsp://", "rtsp://admin:hunter2@")
-    proc = _cli_run(cli, weights, tmp_path, url, str(videos / "carphone_pristine.mp4"),
-                    extra=["--reconnect-attempts", "1", "--box", ",".join(map(str, CARPHONE_PERSON))])
+    proc = _cli_run(
+        cli,
+        weights,
+        tmp_path,
+        url,
+        str(videos / "carphone_pristine.mp4"),
+        extra=["--reconnect-attempts", "1", "--box", ",".join(map(str, CARPHONE_PERSON))],
+    )
     stream_id = f"127.0.0.1-{carphone_server.port}-stream"  # the default id: host, port and path
     _wait_for_lines(tmp_path / stream_id / "tracks.jsonl", 20, proc)
     carphone_server.kill()
-    stdout, stderr = proc.communicate(timeout=120)
+    stdout, stderr = proc.communicate(timeout=120)  # the 120-frame file and one failed attempt: a bound for a hang only
     assert proc.returncode == 3, stderr
     assert f"gave up reconnecting to {stream_id}" in stderr and "Traceback" not in stderr
 
@@ -190,7 +323,7 @@ def test_ctrl_c_stops_a_live_run_and_finalises_its_outputs(carphone_server, cli,
     proc = _cli_run(cli, weights, tmp_path, carphone_server.url)
     _wait_for_lines(tmp_path / "tracks.jsonl", 15, proc)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=60)  # a bound for a hang only
     assert proc.returncode == 130, stderr
     assert stderr.splitlines()[-1].startswith("interrupted: ")
     lines = (tmp_path / "tracks.jsonl").read_text().splitlines()
@@ -203,15 +336,24 @@ def test_ctrl_c_stops_a_live_run_and_finalises_its_outputs(carphone_server, cli,
 def test_a_stream_that_cannot_be_reached_is_one_line_and_exit_1(cli, tmp_path):
     from rtsp import free_port
 
-    done = subprocess.run([*cli, "run", f"rtsp://user:hunter2@127.0.0.1:{free_port()}/stream", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60, env={**os.environ})
+    done = subprocess.run(
+        [*cli, "run", f"rtsp://user:hunter2@127.0.0.1:{free_port()}/stream", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )  # timeout: hang only
     assert done.returncode == 1
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("fastsam-stream: error: cannot open rtsp://user:***@")
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(
+        "fastsam-stream: error: cannot open rtsp://user:***@"
+    )
     assert "hunter2" not in done.stderr
 
 
 def test_rtsp_over_udp(carphone_server):
-    source = StreamSource(carphone_server.url, "cam", StreamSettings(transport="udp", open_timeout_s=10, read_timeout_s=5))
+    source = StreamSource(
+        carphone_server.url, "cam", StreamSettings(transport="udp", open_timeout_s=10, read_timeout_s=5)
+    )
     items = source.frames()
     try:
         connected = next(items)

@@ -2,7 +2,8 @@
 a fake segmenter (one box in the middle of each frame) on real clips. What must hold: a change
 sent while running never ends the run and is never lost without a trace, a command is queued on
 all its sources or none, and the queue is bounded. (tests/test_control.py drives the same API
-over HTTP and stdin with the real model.)"""
+over HTTP and stdin with the real model.)
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,12 @@ import pytest
 
 from fastsam_stream.core import Frame
 from fastsam_stream.errors import ConfigError, ModelError
-from fastsam_stream.pipeline.segmenter import SegmenterSettings, UltralyticsSegmenter, letterbox, load_segmentation_model
+from fastsam_stream.pipeline.segmenter import (
+    SegmenterSettings,
+    UltralyticsSegmenter,
+    letterbox,
+    load_segmentation_model,
+)
 
 
 def _frame(path, index=0) -> Frame:
@@ -38,17 +43,21 @@ def test_instances_are_in_source_pixels_and_masks_match_ultralytics_retina_masks
 
 
 def test_small_object_masks_stay_within_a_boundary_pixel_of_ultralytics(segmenter, videos, weights):
-    """vtest's pedestrians are ~30 px wide: one bilinear step instead of ultralytics' two moves
-    their boundaries by about a pixel, no more."""
+    """Vtest's pedestrians are ~30 px wide: one bilinear step instead of ultralytics' two moves
+    their boundaries by about a pixel, no more.
+    """
     import av
     from ultralytics import YOLO
 
     with av.open(str(videos / "vtest.avi")) as container:
         image = next(container.decode(video=0)).to_ndarray(format="bgr24")
     ours = segmenter.segment([Frame(image, "vtest", 0, 0.0, 0.0)])[0].masks()
-    theirs = YOLO(str(weights)).predict(
-        image, retina_masks=True, conf=0.25, iou=0.7, agnostic_nms=True, verbose=False, device="cpu"
-    )[0].masks.data.numpy().astype(bool)
+    theirs = (
+        YOLO(str(weights))
+        .predict(image, retina_masks=True, conf=0.25, iou=0.7, agnostic_nms=True, verbose=False, device="cpu")[0]
+        .masks.data.numpy()
+        .astype(bool)
+    )
     assert len(ours) == len(theirs) >= 3
     ious = [_mask_iou(a, b) for a, b in zip(ours, theirs)]
     assert min(ious) > 0.95, ious
@@ -125,7 +134,8 @@ def test_cuda_without_a_gpu_is_a_config_error(weights):
 def test_a_fastsam_shaped_checkpoint_loads_from_a_path(tmp_path, davis):
     """FastSAM is YOLOv8-seg with one class. Its official weights cannot be fetched here, so this
     builds that architecture from ultralytics' own yaml (random weights, nc=1), saves it in the
-    checkpoint format, and loads it through the same path as --weights."""
+    checkpoint format, and loads it through the same path as --weights.
+    """
     import torch
     from ultralytics.nn.tasks import SegmentationModel
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastsam_stream.core import Instances, TargetChange, TrackState
-from fastsam_stream.trackers import IoUTracker, box_iou, linear_assignment
+from fastsam_stream.trackers import IoUTracker, IoUTrackerSettings, box_iou, linear_assignment
 
 SHAPE = (480, 640)
 
@@ -29,7 +29,7 @@ def by_id(tracks):
 
 
 def id_of_row(tracks, row):
-    [track] = [t for t in tracks if t.instance_index == row]
+    [track] = [t for t in tracks if t.row == row]
     return track.id
 
 
@@ -157,7 +157,7 @@ def test_tracker_new_object_gets_new_id():
 
 
 def test_tracker_ids_not_reused_after_removal():
-    tracker = IoUTracker(max_age=0)
+    tracker = IoUTracker(IoUTrackerSettings(max_age=0))
     [t1] = tracker.update(inst((0, 0, 10, 10)))
     tracker.update(inst())  # removed
     [t2] = tracker.update(inst((0, 0, 10, 10)))
@@ -180,7 +180,7 @@ def test_tracker_crossing_objects_keep_ids():
 
 
 def test_tracker_far_jump_is_a_new_track():
-    tracker = IoUTracker(min_iou=0.3)
+    tracker = IoUTracker(IoUTrackerSettings(min_iou=0.3))
     [t1] = tracker.update(inst((0, 0, 10, 10)))
     tracks = by_id(tracker.update(inst((200, 200, 210, 210))))
     assert tracks[t1.id].state is TrackState.LOST
@@ -188,26 +188,26 @@ def test_tracker_far_jump_is_a_new_track():
 
 
 def test_tracker_states_tracked_lost_removed_once():
-    tracker = IoUTracker(max_age=2)
+    tracker = IoUTracker(IoUTrackerSettings(max_age=2))
     [t] = tracker.update(inst((0, 0, 10, 10)))
-    assert t.state is TrackState.TRACKED and t.frames_lost == 0 and t.instance_index == 0
+    assert t.state is TrackState.TRACKED and t.frames_lost == 0 and t.row == 0
 
     for lost_for in (1, 2):
         [t] = tracker.update(inst())
         assert t.state is TrackState.LOST
         assert t.frames_lost == lost_for
-        assert t.instance_index is None
+        assert t.row is None
 
     [t] = tracker.update(inst())
     assert t.state is TrackState.REMOVED
-    assert t.instance_index is None
+    assert t.row is None
 
     assert tracker.update(inst()) == ()
     assert tracker.update(inst()) == ()
 
 
 def test_tracker_removed_track_does_not_come_back():
-    tracker = IoUTracker(max_age=1)
+    tracker = IoUTracker(IoUTrackerSettings(max_age=1))
     [t1] = tracker.update(inst((0, 0, 10, 10)))
     tracker.update(inst())
     [gone] = tracker.update(inst())
@@ -217,7 +217,7 @@ def test_tracker_removed_track_does_not_come_back():
 
 
 def test_tracker_lost_track_recovers_within_max_age():
-    tracker = IoUTracker(max_age=3)
+    tracker = IoUTracker(IoUTrackerSettings(max_age=3))
     [t1] = tracker.update(inst((0, 0, 10, 10)))
     tracker.update(inst())
     tracker.update(inst())
@@ -238,7 +238,7 @@ def test_tracker_marks_target_row():
     tracks = tracker.update(inst((0, 0, 10, 10), (100, 100, 150, 150), (300, 0, 310, 10)), targets=TargetChange.only(1))
     targets = [t for t in tracks if t.is_target]
     assert len(targets) == 1
-    assert targets[0].instance_index == 1
+    assert targets[0].row == 1
 
 
 def test_tracker_without_target_row_marks_nothing():
@@ -254,7 +254,7 @@ def test_tracker_target_follows_its_track_on_later_frames():
     tracks = tracker.update(inst(shifted(b, 2), shifted(a, 2)))  # rows swapped, no target_row
     [target] = [t for t in tracks if t.is_target]
     assert target.id == target_id
-    assert target.instance_index == 1
+    assert target.row == 1
 
 
 def test_tracker_new_target_row_moves_the_target():
@@ -262,11 +262,11 @@ def test_tracker_new_target_row_moves_the_target():
     a, b = (0, 0, 50, 50), (200, 200, 250, 250)
     tracker.update(inst(a, b), targets=TargetChange.only(0))
     tracks = tracker.update(inst(a, b), targets=TargetChange.only(1))
-    assert [t.instance_index for t in tracks if t.is_target] == [1]
+    assert [t.row for t in tracks if t.is_target] == [1]
 
 
 def test_tracker_target_stays_target_while_lost_forever_by_default():
-    tracker = IoUTracker(max_age=1, target_max_age=None)
+    tracker = IoUTracker(IoUTrackerSettings(max_age=1, target_max_age=None))
     [target] = tracker.update(inst((100, 100, 200, 200)), targets=TargetChange.only(0))
     for lost_for in range(1, 101):
         [t] = tracker.update(inst())
@@ -277,7 +277,7 @@ def test_tracker_target_stays_target_while_lost_forever_by_default():
 
 
 def test_tracker_non_target_expires_while_lost_target_is_kept():
-    tracker = IoUTracker(max_age=1, target_max_age=None)
+    tracker = IoUTracker(IoUTrackerSettings(max_age=1, target_max_age=None))
     first = tracker.update(inst((100, 100, 200, 200), (400, 100, 450, 150)), targets=TargetChange.only(0))
     target_id, other_id = id_of_row(first, 0), id_of_row(first, 1)
     tracker.update(inst())
@@ -289,7 +289,7 @@ def test_tracker_non_target_expires_while_lost_target_is_kept():
 
 
 def test_tracker_target_max_age_removes_target():
-    tracker = IoUTracker(max_age=100, target_max_age=2)
+    tracker = IoUTracker(IoUTrackerSettings(max_age=100, target_max_age=2))
     tracker.update(inst((100, 100, 200, 200)), targets=TargetChange.only(0))
     states = [tracker.update(inst())[0].state for _ in range(3)]
     assert states == [TrackState.LOST, TrackState.LOST, TrackState.REMOVED]
@@ -297,7 +297,7 @@ def test_tracker_target_max_age_removes_target():
 
 
 def test_tracker_target_reappearing_gets_old_id_back():
-    tracker = IoUTracker(max_age=2, target_max_age=None)
+    tracker = IoUTracker(IoUTrackerSettings(max_age=2, target_max_age=None))
     last_box = (100, 100, 200, 200)
     [target] = tracker.update(inst(last_box), targets=TargetChange.only(0))
     for _ in range(20):
@@ -307,7 +307,7 @@ def test_tracker_target_reappearing_gets_old_id_back():
     [back] = [t for t in tracks if t.is_target]
     assert back.id == target.id
     assert back.state is TrackState.TRACKED
-    assert back.instance_index == 1
+    assert back.row == 1
     assert back.frames_lost == 0
     assert back.box == pytest.approx(shifted(last_box, 10, 5))
     assert id_of_row(tracks, 0) != target.id
@@ -326,7 +326,7 @@ def test_tracker_empty_frame_makes_live_tracks_lost():
     tracker.update(inst((0, 0, 10, 10), (50, 50, 60, 60)))
     tracks = tracker.update(Instances.empty(SHAPE))
     assert len(tracks) == 2
-    assert all(t.state is TrackState.LOST and t.instance_index is None for t in tracks)
+    assert all(t.state is TrackState.LOST and t.row is None for t in tracks)
 
 
 def test_tracker_track_carries_box_and_score_of_match():
@@ -348,13 +348,13 @@ def test_tracker_track_carries_box_and_score_of_match():
         {"target_max_age": -1},
     ],
 )
-def test_tracker_rejects_bad_arguments(kwargs):
+def test_tracker_settings_reject_bad_values(kwargs):
     with pytest.raises(ValueError):
-        IoUTracker(**kwargs)
+        IoUTrackerSettings(**kwargs)
 
 
-def test_tracker_accepts_boundary_arguments():
-    IoUTracker(min_iou=1.0, max_age=0, target_max_age=0)
+def test_tracker_settings_accept_boundary_values():
+    IoUTracker(IoUTrackerSettings(min_iou=1.0, max_age=0, target_max_age=0))
 
 
 def test_several_targets_keep_their_own_ids_and_can_be_dropped_one_by_one():
@@ -365,7 +365,7 @@ def test_several_targets_keep_their_own_ids_and_can_be_dropped_one_by_one():
     assert len(ids) == 2
     moved = tracker.update(inst(shifted(c, 3), shifted(b, 3), shifted(a, 3)))  # rows reordered
     assert {t.id for t in moved if t.is_target} == ids
-    assert {t.instance_index for t in moved if t.is_target} == {0, 2}
+    assert {t.row for t in moved if t.is_target} == {0, 2}
     drop = min(ids)
     after = tracker.update(inst(a, b, c), targets=TargetChange(drop_ids=frozenset({drop})))
     assert {t.id for t in after if t.is_target} == ids - {drop}

@@ -23,8 +23,22 @@ MIN_AUC_OCCLUDED = 0.5
 
 
 def _eval(kind: str, root, weights, out) -> dict:
-    code = main(["eval", kind, str(root), "--weights", str(weights), "--device", "cpu", "--imgsz", "640",
-                 "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "eval",
+            kind,
+            str(root),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--imgsz",
+            "640",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     return json.loads((out / "report.json").read_text())
 

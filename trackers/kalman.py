@@ -1,6 +1,7 @@
-"""A constant-velocity Kalman filter on a box (centre x, centre y, width, height), as SORT and
-ByteTrack use: matching compares this frame's instances with where each track should be *now*,
-not where it was last seen.
+"""A constant-velocity Kalman filter on a box (centre x, centre y, width, height), as in SORT and ByteTrack.
+
+Matching then compares this frame's instances with where each track should be *now*, not where it
+was last seen.
 
 Noise scales with the box's size (a 10-pixel jitter matters for a 30-pixel pedestrian, not for a
 bus), with ByteTrack's weights. Several boxes are filtered at once as stacked arrays.
@@ -21,11 +22,13 @@ _H = np.eye(_DIM, 2 * _DIM)  # we measure the position half of the state
 
 
 def xyxy_to_cxcywh(box: np.ndarray) -> np.ndarray:
+    """A box's corners (x1, y1, x2, y2) as centre and size (cx, cy, w, h), float64."""
     box = np.asarray(box, np.float64)
     return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]])
 
 
 def cxcywh_to_xyxy(state: np.ndarray) -> np.ndarray:
+    """The corners (x1, y1, x2, y2) of the box in the first four entries (cx, cy, w, h) of `state`."""
     cx, cy, w, h = state[:4]
     return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
 
@@ -51,6 +54,7 @@ class BoxKalman:
         return cxcywh_to_xyxy(self.mean)
 
     def predict(self) -> None:
+        """Move the estimate one frame on with its velocity; the uncertainty grows by the process noise."""
         size = self._size(self.mean[:4])
         q = np.diag(np.concatenate([POSITION_WEIGHT * size, VELOCITY_WEIGHT * size]) ** 2)
         self.mean = _F @ self.mean
@@ -59,6 +63,7 @@ class BoxKalman:
         self.covariance = _F @ self.covariance @ _F.T + q
 
     def update(self, box: np.ndarray) -> None:
+        """Correct the estimate with a measured xyxy `box` (the track's matched instance)."""
         measured = xyxy_to_cxcywh(box)
         r = np.diag((POSITION_WEIGHT * self._size(self.mean[:4])) ** 2)
         innovation_cov = _H @ self.covariance @ _H.T + r

@@ -1,9 +1,12 @@
-"""What every tracker here does with its tracks at the end of a frame: retire the ones lost too
-long, and report each as a frozen `Track` snapshot."""
+"""What every tracker here does with its tracks at the end of a frame.
+
+It retires the ones lost too long, and reports each as a frozen `Track` snapshot.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -11,6 +14,8 @@ from ..core import Track, TrackState
 
 
 class LiveTrack(Protocol):
+    """The fields of a tracker's own track state that the lifecycle reads."""
+
     id: int
     score: float
     born: int
@@ -22,7 +27,18 @@ T = TypeVar("T", bound=LiveTrack)
 
 
 def retire(tracks: Sequence[T], frame: int, max_age: int, target_max_age: int | None) -> tuple[list[T], list[T]]:
-    """(kept, removed): a track lost for more than its max age goes (targets: `target_max_age`, None: never)."""
+    """Split `tracks` into (kept, removed): one lost for more than its max age goes.
+
+    Args:
+        tracks: The live tracks.
+        frame: This frame's index.
+        max_age: Frames a lost track is kept.
+        target_max_age: The same for targets; None: never removed.
+
+    Returns:
+        (kept, removed), each in the order of `tracks`.
+    """
+
     def expired(track: T) -> bool:
         limit = target_max_age if track.is_target else max_age
         return limit is not None and frame - track.last_seen > limit
@@ -30,9 +46,27 @@ def retire(tracks: Sequence[T], frame: int, max_age: int, target_max_age: int | 
     return [t for t in tracks if not expired(t)], [t for t in tracks if expired(t)]
 
 
-def snapshot(track: LiveTrack, frame: int, box: np.ndarray, row: int | None,
-             state: TrackState | None = None, parts: tuple[int, ...] = ()) -> Track:
-    """The track as callers see it after `frame`; `row` is the instance it matched (None: lost)."""
+def snapshot(
+    track: LiveTrack,
+    frame: int,
+    box: np.ndarray,
+    row: int | None,
+    state: TrackState | None = None,
+    parts: tuple[int, ...] = (),
+) -> Track:
+    """The track as callers see it after `frame`.
+
+    Args:
+        track: The tracker's own state of the track.
+        frame: This frame's index.
+        box: The box to report (xyxy).
+        row: The instance it matched this frame; None: lost.
+        state: The state to report; None: tracked when `row` is given, else lost.
+        parts: The other rows that make up the object with `row` (dropped when `row` is None).
+
+    Returns:
+        The frozen snapshot.
+    """
     if state is None:
         state = TrackState.TRACKED if row is not None else TrackState.LOST
     return Track(
@@ -43,14 +77,27 @@ def snapshot(track: LiveTrack, frame: int, box: np.ndarray, row: int | None,
         age=frame - track.born,
         frames_lost=frame - track.last_seen,
         is_target=track.is_target,
-        instance_index=row,
+        row=row,
         parts=parts if row is not None else (),
     )
 
 
-def finish(tracks: Sequence[T], frame: int, max_age: int, target_max_age: int | None,
-           report) -> tuple[list[T], tuple[Track, ...]]:
-    """(tracks kept, the frame's snapshots): `report(track, removed)` makes one snapshot. A removed
-    track is reported once, in the frame it goes, so callers see the transition."""
+def finish(
+    tracks: Sequence[T], frame: int, max_age: int, target_max_age: int | None, report: Callable[[T, bool], Track]
+) -> tuple[list[T], tuple[Track, ...]]:
+    """Retire the tracks lost too long and report every track once.
+
+    A removed track is reported once, in the frame it goes, so callers see the transition.
+
+    Args:
+        tracks: The live tracks.
+        frame: This frame's index.
+        max_age: Frames a lost track is kept.
+        target_max_age: The same for targets; None: never removed.
+        report: Makes one snapshot: `report(track, removed)`.
+
+    Returns:
+        (the tracks kept, the frame's snapshots: the kept ones, then the removed ones).
+    """
     kept, removed = retire(tracks, frame, max_age, target_max_age)
     return kept, tuple(report(t, False) for t in kept) + tuple(report(t, True) for t in removed)

@@ -51,7 +51,12 @@ def share_inside(boxes: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def complete_within(
-    boxes: np.ndarray, base: list[int], region: np.ndarray, candidates: list[int], inside: float = 0.8, min_gain: float = 0.02
+    boxes: np.ndarray,
+    base: list[int],
+    region: np.ndarray,
+    candidates: list[int],
+    inside: float = 0.8,
+    min_gain: float = 0.02,
 ) -> list[int]:
     """Rows of `candidates` that, added to the `base` rows, make their union box fit `region` better.
 
@@ -63,7 +68,8 @@ def complete_within(
     With no base rows, the candidate that best fits alone starts the union.
     """
     pool = [c for c in candidates if c not in base]
-    pool = [c for c, share in zip(pool, share_inside(boxes[pool], region)) if share >= inside] if pool else []
+    if pool:
+        pool = [c for c, share in zip(pool, share_inside(boxes[pool], region), strict=True) if share >= inside]
     chosen = list(base)
     best = float(box_iou(union_box(boxes[chosen]), region)[0, 0]) if chosen else 0.0
     while pool:
@@ -73,4 +79,4 @@ def complete_within(
             break
         best = gains[i]
         chosen.append(pool.pop(i))
-    return chosen[len(base):]
+    return chosen[len(base) :]

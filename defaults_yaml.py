@@ -1,0 +1,75 @@
+"""`configs/default.yaml`, written from the settings classes: every key with its default and its
+description as a comment, so the file cannot drift from the code (tests/test_config.py compares
+them; `fastsam-stream config > FILE` prints it).
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import yaml
+from pydantic import BaseModel
+
+from .config import Config
+
+HEADER = """\
+# fastsam-stream: every setting, with its default. Command-line options override these.
+# Use:  fastsam-stream run SOURCE --config configs/default.yaml   (or --config default)
+# Written by `fastsam-stream config` from the settings' own descriptions: edit those, not this file.
+"""
+COMMENT_COLUMN = 28
+WIDTH = 118
+
+
+def _scalar(value: object) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("...").strip()
+
+
+def _first_line(model: type[BaseModel]) -> str:
+    """The class docstring's first line, without the section name it ends with."""
+    first = (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else ""
+    return first.split(": config section")[0].rstrip(".")
+
+
+def _line(indent: int, key: str, value: str, comment: str) -> list[str]:
+    head = f"{' ' * indent}{key}:{' ' + value if value else ''}"
+    if not comment:
+        return [head]
+    column = max(COMMENT_COLUMN, len(head) + 2)
+    wrapped = textwrap.wrap(comment, WIDTH - column - 2) or [""]
+    lines = [f"{head:<{column}}# {wrapped[0]}"]
+    lines += [f"{'':<{column}}#   {more}" for more in wrapped[1:]]
+    return lines
+
+
+def _section(model: BaseModel, indent: int) -> list[str]:
+    lines: list[str] = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            lines += _line(indent, name, "", _first_line(type(value)))
+            lines += _section(value, indent + 2)
+        else:
+            dumped = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            if isinstance(dumped, list) and dumped and isinstance(dumped[0], BaseModel):
+                dumped = [v.model_dump(mode="json") for v in dumped]
+            lines += _line(indent, name, _scalar(dumped), field.description or "")
+    return lines
+
+
+def default_yaml() -> str:
+    """The documented default config.
+
+    Returns:
+        YAML text whose values load as `Config()`, one comment per key.
+    """
+    config = Config()
+    blocks = []
+    for name in Config.model_fields:
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            blocks.append("\n".join(_line(0, name, "", _first_line(type(value))) + _section(value, 2)))
+        else:
+            blocks.append("\n".join(_line(0, name, _scalar(value), Config.model_fields[name].description or "")))
+    return HEADER + "\n" + "\n\n".join(blocks) + "\n"

@@ -1,0 +1,66 @@
+"""The bytetrack tracker's settings: ByteTrack's own, then those of the steps for prompted targets.
+
+ByteTrack adds two score thresholds and a second IoU threshold to what every tracker has; the
+target steps add parts and re-acquisition by colour.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ...settings import Fraction01
+from ..base import TrackerSettings
+
+
+class ByteTrackerSettings(TrackerSettings):
+    """The default tracker, bytetrack: ByteTrack, with parts and re-acquisition by colour for targets.
+
+    min_iou, max_age and target_max_age are every tracker's (TrackerSettings).
+    """
+
+    kind: Literal["bytetrack"] = Field(
+        "bytetrack",
+        description="bytetrack: ByteTrack's two rounds on Kalman-predicted boxes, with parts and re-acquisition "
+        "for targets",
+    )
+    # ByteTrack
+    low_min_iou: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="round 2: a track and a low-score instance match above this IoU "
+        "(stricter than min_iou: low-score instances are less sure)",
+    )
+    high_score: Fraction01 = Field(
+        0.4, description="round 1 takes instances scoring at least this; only they start new tracks"
+    )
+    low_score: Fraction01 = Field(
+        0.1, description="round 2 takes instances scoring at least this (and under high_score); lower ones are ignored"
+    )
+    match_masks: bool = Field(
+        False, description="fuse mask IoU into the matching cost (renders candidate masks at 1/4 size)"
+    )
+    # Targets
+    merge_parts: bool = Field(
+        True, description="a target is the union of the instances that complete it in its predicted box"
+    )
+    part_inside: Fraction01 = Field(0.8, description="share of a part's box that must lie in the target's box")
+    reacquire: bool = Field(True, description="a lost target looks for itself by colour near its predicted box")
+    search_radius: float = Field(
+        1.0, ge=0.0, description="re-acquisition search radius, in target box diagonals from the predicted centre"
+    )
+    search_growth: float = Field(
+        0.1, ge=0.0, description="diagonals the search radius grows by per frame the target is lost"
+    )
+    max_search_radius: float = Field(3.0, ge=0.0, description="the search radius grows up to this many diagonals")
+    min_appearance: Fraction01 = Field(
+        0.6, description="colour similarity (1 − Bhattacharyya distance) a re-acquired instance needs"
+    )
+
+    @model_validator(mode="after")
+    def _scores_ordered(self) -> ByteTrackerSettings:
+        if self.low_score > self.high_score:
+            raise ValueError(f"low_score {self.low_score:g} must not exceed high_score {self.high_score:g}")
+        return self
