@@ -97,6 +97,15 @@ def open_sources(config: Config) -> list[Source]:
 
 
 def check_prompt_sources(config: Config, source_ids: list[str]) -> None:
+    """Refuse a prompt that names a source the run does not have, before any source connects.
+
+    Args:
+        config: The run's configuration; all of its prompts are checked.
+        source_ids: The ids the run's sources will have.
+
+    Raises:
+        PromptError: A prompt's `source` is not among `source_ids`.
+    """
     for prompt in config.all_prompts:
         check_source(prompt.source, source_ids)
 
@@ -113,7 +122,11 @@ def prepare_output_dir(path: Path) -> Path:
 
 
 def default_sinks(config: Config, source: Source, several: bool = False) -> list[Sink]:
-    """tracks.jsonl, annotated.mp4 and (live sources, or when the control interface is on) events.jsonl for one source."""
+    """The file outputs of one source, in a folder made now.
+
+    tracks.jsonl always; annotated.mp4 and mot.txt when the config asks for them; events.jsonl for
+    live sources, or when the control interface is on (its prompts change targets, which are events).
+    """
     out = Path(config.output.dir)
     out = prepare_output_dir(out / source.source_id if several else out)
     sinks: list[Sink] = [JsonlSink(out / "tracks.jsonl", masks=config.output.masks)]

@@ -253,6 +253,22 @@ def controlled(config: Any, server: Any, pipeline: Any) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`fastsam-stream run`: build the pipeline from the config and the options, and run it to the end.
+
+    The control port is bound and the sources opened before the model loads, so a taken port or a
+    wrong source fails at once. Ctrl-C or SIGTERM stop after the frame in hand, with every output
+    finalised.
+
+    Args:
+        args: The parsed `run` command line.
+
+    Returns:
+        The exit status: 0, EXIT_INTERRUPTED after a stop signal, or EXIT_GAVE_UP when a live
+        source ran out of reconnect attempts.
+
+    Raises:
+        FastSAMStreamError: A bad config, source, prompt or output, or a source that failed.
+    """
     from tqdm import tqdm
 
     from .assemble import build_pipeline
@@ -299,6 +315,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `fastsam-stream` entry point: parse the command line and run the command it names.
+
+    Errors end as one line on stderr and a non-zero status instead of a traceback (`--debug`
+    re-raises them).
+
+    Args:
+        argv: The arguments after the program name; None reads sys.argv.
+
+    Returns:
+        The process exit status: the command's own, the error's exit code, EXIT_INTERRUPTED on
+        Ctrl-C, or 1 for an unexpected error.
+    """
     args = parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

@@ -210,7 +210,10 @@ def one_line(error: ValidationError) -> str:
         return message
     if first["type"] == "extra_forbidden":
         if key == "source.path":
-            return "unknown config key 'source.path': sources are listed under 'sources' (a list of paths, URLs or {id, path})"
+            return (
+                "unknown config key 'source.path': "
+                "sources are listed under 'sources' (a list of paths, URLs or {id, path})"
+            )
         return f"unknown config key {key!r}"
     if loc[0] in ("sources", "prompt", "prompts"):
         # a source (also a prompt's `source`) may be a URL with a password: never echo the value
@@ -271,6 +274,18 @@ def tracker_section(name_or_path: str | Path) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML config file as a mapping of sections (an empty file is an empty mapping).
+
+    Args:
+        path: The YAML file.
+
+    Returns:
+        Its top-level mapping, not yet validated.
+
+    Raises:
+        ConfigError: The file cannot be read, is not valid YAML (the message gives the line), or
+            is not a mapping.
+    """
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:

@@ -1,5 +1,7 @@
-"""The small typed values that flow through the pipeline: Frame, Instances, Prompt, Track, FrameResult,
-and SourceEvent (a live source connecting, losing its stream, coming back, giving up).
+"""The small typed values that flow through the pipeline.
+
+Frame, Instances, Prompt, Track, FrameResult, and SourceEvent (a live source connecting, losing
+its stream, coming back, giving up).
 
 Named `core` rather than `types` on purpose: a top-level file called `types.py` shadows the standard
 library's `types` module for any Python started from the repository root.
@@ -44,10 +46,12 @@ class Frame:
 
     @property
     def height(self) -> int:
+        """The image's height in pixels."""
         return int(self.image.shape[0])
 
     @property
     def width(self) -> int:
+        """The image's width in pixels."""
         return int(self.image.shape[1])
 
 
@@ -81,6 +85,7 @@ class DenseMasks:
         return DenseMasks(self.data[index])
 
     def render(self) -> np.ndarray:
+        """All masks as an N×H×W bool array: already rendered, so the data itself."""
         return self.data
 
 
@@ -135,6 +140,7 @@ class Instances:
 
     @classmethod
     def empty(cls, image_shape: tuple[int, int]) -> Instances:
+        """No instances on a frame of `image_shape` (height, width): what a frame with nothing found gets."""
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), image_shape)
 
     def __len__(self) -> int:
@@ -152,6 +158,7 @@ class Instances:
 
     @property
     def has_masks(self) -> bool:
+        """Whether these instances carry masks (`masks()` raises ValueError when not)."""
         return self._masks is not None
 
     @property
@@ -244,6 +251,7 @@ class Prompt:
 
     @property
     def is_empty(self) -> bool:
+        """True when the prompt gives no points, boxes, text or mask, so it selects nothing."""
         return len(self.points) == 0 and len(self.boxes) == 0 and not self.text and self.mask is None
 
     def describe(self) -> str:
@@ -272,7 +280,9 @@ def _rows(values: object, width: int, what: str) -> np.ndarray:
     return array
 
 
-class TrackState(str, enum.Enum):
+class TrackState(enum.StrEnum):
+    """Where a track stands after a frame; its value is what tracks.jsonl writes as `state`."""
+
     TRACKED = "tracked"  # matched this frame
     LOST = "lost"  # not matched this frame, still kept
     REMOVED = "removed"  # lost for longer than its max age
@@ -280,8 +290,10 @@ class TrackState(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Track:
-    """A snapshot of one track after a frame. `row` is the row of this frame's Instances
-    it matched (None when lost), so a sink can ask for exactly that mask.
+    """A snapshot of one track after a frame.
+
+    `row` is the row of this frame's Instances it matched (None when lost), so a sink can ask for
+    exactly that mask.
     """
 
     id: int
@@ -297,8 +309,10 @@ class Track:
 
 @dataclass(frozen=True)
 class TargetChange:
-    """What a tracker does to its targets on one frame: stop following some (or all), then make the
-    tracks matched to `add_rows` targets (a track already followed keeps its id).
+    """What a tracker does to its targets on one frame.
+
+    It stops following some (or all), then makes the tracks matched to `add_rows` targets (a track
+    already followed keeps its id).
     """
 
     add_rows: tuple[int, ...] = ()
@@ -348,6 +362,7 @@ class FrameResult:
 
     @property
     def target_found(self) -> bool:
+        """Whether any target was matched on this frame (a lost target does not count)."""
         return bool(self.target_rows)
 
     @cached_property
@@ -368,7 +383,9 @@ class FrameResult:
         return self.instances.masks(track.row)[0]
 
 
-class EventKind(str, enum.Enum):
+class EventKind(enum.StrEnum):
+    """What a SourceEvent reports; its value is what events.jsonl writes as `event`."""
+
     CONNECTED = "connected"  # a live source opened its stream for the first time
     LOST = "lost"  # the stream ended or failed; the source is reconnecting
     RECONNECTED = "reconnected"  # the stream is back (its size or rate may have changed)

@@ -1,6 +1,7 @@
-"""`configs/default.yaml`, written from the settings classes: every key with its default and its
-description as a comment, so the file cannot drift from the code (tests/test_config.py compares
-them; `fastsam-stream config > FILE` prints it).
+"""`configs/default.yaml`, written from the settings classes.
+
+Every key appears with its default and its description as a comment, so the file cannot drift
+from the code (tests/test_config.py compares them; `fastsam-stream config > FILE` prints it).
 """
 
 from __future__ import annotations

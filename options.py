@@ -1,5 +1,7 @@
-"""Command-line options made from the settings: each option's help is its setting's description
-and default (settings.help_of), so neither is written a second time here.
+"""Command-line options made from the settings.
+
+Each option's help is its setting's description and default (settings.help_of), so neither is
+written a second time here.
 """
 
 from __future__ import annotations

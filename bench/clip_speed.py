@@ -20,6 +20,7 @@ interleaved rounds; compare within one run only.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -30,8 +31,8 @@ import av
 import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F
 from PIL import Image
+from torch.nn.functional import normalize
 
 from fastsam_stream import Frame
 from fastsam_stream.core import Instances
@@ -66,8 +67,9 @@ def machine(device: torch.device) -> str:
 
 
 def load() -> str:
-    """Other processes on the cores skew CPU figures: say how busy the machine was (this run's own
-    threads count too, so expect about the thread count after the runs).
+    """How busy the machine was: other processes on the cores skew CPU figures.
+
+    This run's own threads count too, so expect about the thread count after the runs.
     """
     return f"load average (1 min) {os.getloadavg()[0]:.2f}"
 
@@ -80,27 +82,27 @@ def first_frame(clip: Path) -> np.ndarray:
 def per_crop_baseline(model, preprocess, tokenizer, image, instances: Instances, rows: list[int], device, dtype):
     """The paper's way: masked crop → PIL → open_clip's preprocess → encode_image, one crop at a time."""
     with torch.inference_mode():
-        text = F.normalize(model.encode_text(tokenizer([TEXT]).to(device)).float(), dim=-1)[0]
+        text = normalize(model.encode_text(tokenizer([TEXT]).to(device)).float(), dim=-1)[0]
         scores = []
         for crop in masked_pil_crops(image, instances, rows):
             x = preprocess(crop).unsqueeze(0).to(device, dtype)
-            scores.append(F.normalize(model.encode_image(x).float(), dim=-1)[0] @ text)
+            scores.append(normalize(model.encode_image(x).float(), dim=-1)[0] @ text)
         return torch.stack(scores).cpu().numpy()
 
 
 def pil_batched_baseline(model, preprocess, tokenizer, image, instances: Instances, rows: list[int], device, dtype):
     """Ultralytics' FastSAM way: the same PIL preprocessing per crop, then one batched encode_image."""
     with torch.inference_mode():
-        text = F.normalize(model.encode_text(tokenizer([TEXT]).to(device)).float(), dim=-1)[0]
+        text = normalize(model.encode_text(tokenizer([TEXT]).to(device)).float(), dim=-1)[0]
         x = torch.stack([preprocess(crop) for crop in masked_pil_crops(image, instances, rows)]).to(device, dtype)
-        return (F.normalize(model.encode_image(x).float(), dim=-1) @ text).cpu().numpy()
+        return (normalize(model.encode_image(x).float(), dim=-1) @ text).cpu().numpy()
 
 
 def masked_pil_crops(image: np.ndarray, instances: Instances, rows: list[int]):
     """Box crops with the pixels outside the mask black (ultralytics' FastSAM), as RGB PIL images."""
     for start in range(0, len(rows), MASK_CHUNK):  # same memory bound as ours
         chunk = rows[start : start + MASK_CHUNK]
-        for row, mask in zip(chunk, instances.masks(chunk)):
+        for row, mask in zip(chunk, instances.masks(chunk), strict=True):  # one mask per row
             x1, y1, x2, y2 = (int(v) for v in instances.boxes[row])
             x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
             crop = image[y1:y2, x1:x2] * mask[y1:y2, x1:x2, None]
@@ -137,8 +139,11 @@ def main() -> None:
     settings = SegmenterSettings(weights=args.weights, device=str(device), conf=0.05, max_det=300)
     segmenter = UltralyticsSegmenter(settings)
     frames = [first_frame(Path(c)) for c in args.clips]
-    found = [segmenter.segment([Frame(f, Path(c).stem, 0, 0.0, 0.0)])[0] for f, c in zip(frames, args.clips)]
-    image, instances = max(zip(frames, found), key=lambda pair: len(pair[1]))  # the frame with the most instances
+    found = [
+        segmenter.segment([Frame(f, Path(c).stem, 0, 0.0, 0.0)])[0] for f, c in zip(frames, args.clips, strict=True)
+    ]
+    # the frame with the most instances
+    image, instances = max(zip(frames, found, strict=True), key=lambda pair: len(pair[1]))
 
     precision = "fp16" if dtype == torch.float16 else "fp32"
     model, _, preprocess = open_clip.create_model_and_transforms(
@@ -163,7 +168,7 @@ def main() -> None:
         "instances: "
         + ", ".join(
             f"{Path(c).name} frame 0 ({f.shape[1]}x{f.shape[0]}): {len(i)}"
-            for c, f, i in zip(args.clips, frames, found)
+            for c, f, i in zip(args.clips, frames, found, strict=True)
         )
         + f"; scoring the frame with {len(instances)}, rows repeated past that"
     )
@@ -179,7 +184,7 @@ def main() -> None:
         seconds = {name: [] for name in methods}
         for _ in range(args.rounds):  # interleaved, so drift on a noisy machine hits every method alike
             for name, run in methods.items():
-                seconds[name].append(timed(lambda: run(rows), device))
+                seconds[name].append(timed(functools.partial(run, rows), device))
         rate = {name: count / statistics.median(s) for name, s in seconds.items()}
         print(
             f"{count:>5} | {rate['a']:>12.1f} | {rate['a2']:>13.1f} | {rate['masked']:>14.1f} | "

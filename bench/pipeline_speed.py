@@ -3,8 +3,8 @@
     .venv/bin/python bench/pipeline_speed.py [--clip PATH] [--weights PATH.pt] [--frames N] [--quick]
 
 Same clip, model, imgsz, conf and thread count for everything; per-frame figures are steady state
-(warm-up frames are run first and reported apart), medians of interleaved rounds. It prints, for each engine (PyTorch, and ONNX
-Runtime on an export of the same weights):
+(warm-up frames are run first and reported apart), medians of interleaved rounds. It prints, for
+each engine (PyTorch, and ONNX Runtime on an export of the same weights):
   a. the forward pass alone at the pipeline's batch size (the floor), on the batch exactly as the
      pipeline prepares it (PyTorch: channels-last), and once as ultralytics runs it (default layout),
   b. the pipeline end to end: decode → segment → track → tracks.jsonl, with capture-to-result
@@ -18,6 +18,7 @@ frames of one long run. Figures vary between machines and runs: compare within o
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import shutil
@@ -66,7 +67,7 @@ def rss_mib() -> float:
 
 def read_frames(clip: Path, count: int) -> list[np.ndarray]:
     with av.open(str(clip)) as container:
-        return [f.to_ndarray(format="bgr24") for _, f in zip(range(count), container.decode(video=0))]
+        return [f.to_ndarray(format="bgr24") for f in itertools.islice(container.decode(video=0), count)]
 
 
 def per_frame(seconds: float, frames: int) -> str:

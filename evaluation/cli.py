@@ -64,6 +64,14 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config overrides from the eval command's model options; options not given leave the config alone.
+
+    Args:
+        args: The parsed `eval` command line.
+
+    Returns:
+        {"model": {...}} with the --weights, --device and --imgsz given, or {} when none was.
+    """
     model = {
         k: v for k, v in {"weights": args.weights, "device": args.device, "imgsz": args.imgsz}.items() if v is not None
     }

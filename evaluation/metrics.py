@@ -1,5 +1,6 @@
-"""The scores, as the benchmarks' own toolkits define them. Pure functions on arrays; no I/O but
-the TrackEval call, which reads MOTChallenge files.
+"""The scores, as the benchmarks' own toolkits define them.
+
+Pure functions on arrays; no I/O but the TrackEval call, which reads MOTChallenge files.
 
 DAVIS (davis-matlab `f_boundary.m`, fperazzi/davis `f_boundary.py`, davis2017-evaluation `metrics.py`):
 - J, region similarity: mask IoU; two empty masks score 1.
@@ -64,8 +65,10 @@ def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def boundary_map(mask: np.ndarray) -> np.ndarray:
-    """seg2bmap: pixels that differ from their right, bottom or bottom-right neighbour (outside
-    the image counts as background, except that the last row and column compare along the edge only).
+    """seg2bmap: pixels that differ from their right, bottom or bottom-right neighbour.
+
+    Outside the image counts as background, except that the last row and column compare along the
+    edge only.
     """
     seg = np.asarray(mask) != 0
     right, below, diagonal = np.zeros_like(seg), np.zeros_like(seg), np.zeros_like(seg)
@@ -150,8 +153,9 @@ def box_iou_xywh(a_xywh: np.ndarray, b_xywh: np.ndarray) -> np.ndarray:
 
 
 def center_errors(pred_xywh: np.ndarray, gt_xywh: np.ndarray) -> np.ndarray:
-    """Distance between box centres per frame, in pixels (NaN where the ground truth is invalid,
-    inf where the prediction is NaN).
+    """Distance between box centres per frame, in pixels.
+
+    NaN where the ground truth is invalid, inf where the prediction is NaN.
     """
     pred, gt = _boxes(pred_xywh), _boxes(gt_xywh)
     if pred.shape != gt.shape:
@@ -253,7 +257,7 @@ def mot_scores(gt_folder: Path, tracker_folder: Path, frames: Mapping[str, int])
         raise FastSAMStreamError(f"TrackEval: {str(exc).strip().splitlines()[0]}") from None
     combined = {
         name: metric.combine_sequences({seq: res[name] for seq, res in raw.items()})
-        for metric, name in zip(metrics, names)
+        for metric, name in zip(metrics, names, strict=True)
     }
     scores = {seq: _mot_fields(res) for seq, res in raw.items()}
     scores["COMBINED"] = _mot_fields(combined)

@@ -42,6 +42,15 @@ def to_json(value: object, level: int = 0) -> str:
 
 
 def write_report(path: Path, report: Mapping[str, object]) -> None:
+    """Write `report` as strict JSON (numpy values made plain, NaN as null) to `path`.
+
+    Args:
+        path: The report.json to write.
+        report: The evaluation's settings and scores.
+
+    Raises:
+        OutputError: The file cannot be written.
+    """
     try:
         path.write_text(to_json(plain(report)) + "\n", encoding="utf-8")
     except OSError as exc:
@@ -114,13 +123,13 @@ def _cell(value: object, width: int) -> str:
 def table(
     columns: Sequence[str], rows: Mapping[str, Mapping[str, object]], keys: Sequence[str] | None = None
 ) -> list[str]:
-    """A plain text table: one row per name, the given columns (`keys` picks each column's field)."""
+    """A plain text table: one row per name, the given columns (`keys` picks each column's field, one per column)."""
     keys = list(keys or columns)
     first = max([len("sequence"), *(len(n) for n in rows)])
     widths = [max(len(c), 8) for c in columns]
-    lines = ["sequence".ljust(first) + "".join(" " + c.rjust(w) for c, w in zip(columns, widths))]
+    lines = ["sequence".ljust(first) + "".join(" " + c.rjust(w) for c, w in zip(columns, widths, strict=True))]
     for name, row in rows.items():
-        lines.append(name.ljust(first) + "".join(" " + _cell(row.get(k), w) for k, w in zip(keys, widths)))
+        lines.append(name.ljust(first) + "".join(" " + _cell(row.get(k), w) for k, w in zip(keys, widths, strict=True)))
     return lines
 
 

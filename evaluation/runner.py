@@ -1,5 +1,7 @@
-"""Run the real pipeline (build_pipeline: the config's tracker and batching) on benchmark
-sequences and score what it outputs. This module owns the protocol of each benchmark:
+"""Run the real pipeline on benchmark sequences and score what it outputs.
+
+The pipeline is build_pipeline's, with the config's tracker and batching. This module owns the
+protocol of each benchmark:
 
 - DAVIS: prompt on frame 0 from its ground-truth mask (its box, its deepest pixel, or the mask
   itself); the prediction of frame i is `result.target_mask` (empty when the target is not found).
@@ -78,6 +80,17 @@ def open_frames(images: Path, source_id: str, fps: float, max_frames: int | None
 
 
 def read_image(path: Path) -> np.ndarray:
+    """A benchmark image as the pipeline sees it: H×W×3 uint8 BGR.
+
+    Args:
+        path: The image file.
+
+    Returns:
+        The decoded image.
+
+    Raises:
+        SourceError: OpenCV cannot read the file.
+    """
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise SourceError(f"cannot read image {path}")
@@ -116,8 +129,9 @@ def prompt_from_mask(mask: np.ndarray, kind: str) -> Prompt:
 
 
 def deepest_point(mask: np.ndarray) -> list[float]:
-    """[x, y] of the mask pixel farthest from the background (cv2.distanceTransform); of several
-    equally deep pixels (a ridge), the one nearest the mask's centroid.
+    """[x, y] of the mask pixel farthest from the background (cv2.distanceTransform).
+
+    Of several equally deep pixels (a ridge), the one nearest the mask's centroid.
     """
     # Padded by one background pixel, so the image border counts as the object's edge.
     depth = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
@@ -264,6 +278,19 @@ def evaluate_sot(
     max_frames: int | None = None,
     log: Log = lambda _: None,
 ) -> dict:
+    """Every OTB target, then the means over targets (frames/s over all frames).
+
+    Args:
+        targets: The targets to run, each from its first frame's ground-truth box.
+        config: The run's settings, without sources or prompts (see evaluation_config).
+        segmenter: The loaded model, shared by every target; warmed up once before the first.
+        max_frames: Only the first N frames of each target.
+        log: Called with one progress line per target.
+
+    Returns:
+        {"targets": each target's scores, "mean": the mean AUC and precision@20px, with the
+        overall frames, seconds and frames/s}.
+    """
     warm_up(segmenter, FolderSource(targets[0].images).files[0])
     scores = {}
     for target in targets:
@@ -277,8 +304,9 @@ def evaluate_sot(
 
 
 def write_cut_truth(seq: MotSequence, frames: int, folder: Path) -> None:
-    """The sequence's gt.txt limited to frames 1..`frames` and a seqinfo.ini saying so, under
-    folder/<seq>/: TrackEval's ground-truth layout, for exactly the frames that were run.
+    """Write the sequence's gt.txt limited to frames 1..`frames`, and a seqinfo.ini saying so.
+
+    Both go under folder/<seq>/: TrackEval's ground-truth layout, for exactly the frames that were run.
     """
     try:
         lines = seq.gt.read_text(encoding="utf-8").splitlines()
@@ -302,8 +330,10 @@ def evaluate_mot(
     max_frames: int | None = None,
     log: Log = lambda _: None,
 ) -> dict:
-    """Track everything in each sequence, write out/trackers/<name>/data/<seq>.txt and
-    out/gt/<seq>/, and score them with TrackEval.
+    """Track everything in each sequence and score the tracks with TrackEval.
+
+    The tracks go to out/trackers/<name>/data/<seq>.txt and the ground truth of the frames run to
+    out/gt/<seq>/.
     """
     warm_up(segmenter, FolderSource(sequences[0].images).files[0])
     tracker_folder, runs = out / "trackers" / TRACKER_NAME, {}

@@ -56,10 +56,14 @@ class BatchSettings(BatchConfig):
 
 
 DEFAULT_BUFFER_SIZE = default_of(BatchSettings, "buffer_size")
+DEFAULT_BATCH_SETTINGS = BatchSettings()
+"""The settings a run gets when it is given none; frozen, so one instance serves every default."""
 
 
 @dataclass(frozen=True)
 class Segmented:
+    """One frame and the segmenter's instances for it, on its way to the caller."""
+
     frame: Frame
     instances: Instances
     dropped_before: int  # frames of this source dropped since its previous Segmented
@@ -89,10 +93,12 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 
 class SegmentingStages:
-    """Runs one reader thread per source and one segmenter thread. Iterate it for Segmented
-    results, SourceEvents and SourceEnded markers; each source's items come in its own order.
-    A source that fails with a FastSAMStreamError (a broken file, an unreadable image) ends with
-    that error in its SourceEnded and the others go on; any other exception ends the run.
+    """Runs one reader thread per source and the two segmenting stages (prepare, segment), each in a thread.
+
+    Iterate it for Segmented results, SourceEvents and SourceEnded markers; each source's items
+    come in its own order. A source that fails with a FastSAMStreamError (a broken file, an
+    unreadable image) ends with that error in its SourceEnded and the others go on; any other
+    exception ends the run.
 
     Iteration also ends when `interrupt` is set (a caller asked the run to stop); `stop()` then
     ends the threads.
@@ -102,7 +108,7 @@ class SegmentingStages:
         self,
         sources: Sequence[Source],
         segmenter: Segmenter,
-        settings: BatchSettings = BatchSettings(),
+        settings: BatchSettings = DEFAULT_BATCH_SETTINGS,
         interrupt: threading.Event | None = None,
         drop_policy: DropPolicy | str | None = None,
     ) -> None:
@@ -127,6 +133,7 @@ class SegmentingStages:
         self._segmenter_thread = threading.Thread(target=self._segment, name="segment", daemon=True)
 
     def start(self) -> None:
+        """Start the reader threads and both stages; results then wait in a bounded queue for the iteration."""
         for thread in [*self._readers, self._prepare_thread, self._segmenter_thread]:
             thread.start()
 
@@ -137,7 +144,7 @@ class SegmentingStages:
             if source.is_live:
                 source.close()  # wakes a reader sleeping between reconnect attempts
         self.intake.wake()
-        for source, thread in zip(self.sources, self._readers):
+        for source, thread in zip(self.sources, self._readers, strict=True):
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(_LIVE_JOIN_S if source.is_live else None)
                 if thread.is_alive():
@@ -169,8 +176,16 @@ class SegmentingStages:
             self._unseen.update(frame.source_id for frame in frames)
 
     def dropped(self, source_id: str) -> int:
-        """Frames of this source that never reached the caller: dropped by the policy, or still
-        waiting when the run stopped.
+        """Frames of this source that never reached the caller.
+
+        They were dropped by the policy, were still waiting when the run stopped, or were in a
+        batch that failed. With the frames the caller got, they make up every frame decoded.
+
+        Args:
+            source_id: One of the sources' ids.
+
+        Returns:
+            The count so far; final once `stop()` has returned.
         """
         return self.intake.dropped(source_id) + self._unseen[source_id]
 
@@ -180,7 +195,7 @@ class SegmentingStages:
                 item = self._results.get(timeout=_POLL_S)
             except queue.Empty:
                 if not self._segmenter_thread.is_alive() and self._results.empty():
-                    raise RuntimeError("the segmenter thread ended without a result")
+                    raise RuntimeError("the segmenter thread ended without a result") from None
                 continue
             if isinstance(item, _AllEnded):
                 return
@@ -203,8 +218,9 @@ class SegmentingStages:
                 frames.close()  # a generator left early closes its stream in this thread, not later in another
 
     def _prepare(self) -> None:
-        """Stage 1: take a batch across sources and pre-process it (letterbox, normalise) while the
-        previous batch is in the network.
+        """Stage 1: take a batch across sources and pre-process it (letterbox, normalise).
+
+        This runs while the previous batch is in the network.
         """
         s = self.settings
         try:
@@ -215,7 +231,11 @@ class SegmentingStages:
                     continue
                 taken = self.intake.take(s.max_batch, s.max_wait_ms / 1000)
                 frames = [t.frame for t in taken if t.frame is not None]
-                prepared = self.segmenter.prepare(frames) if frames else frames
+                try:
+                    prepared = self.segmenter.prepare(frames) if frames else frames
+                except BaseException:
+                    self._count_unseen(frames)  # the run ends with this error: these frames never reach the caller
+                    raise
                 finished = self.intake.finished
                 if not _put(self._prepared, _Batch(taken, frames, prepared, finished), self._stop):
                     self._count_unseen(frames)
@@ -237,7 +257,13 @@ class SegmentingStages:
                 if isinstance(batch, _Failed):
                     _put(self._results, batch, self._stop)
                     return
-                segmented = self._run(batch)
+                try:
+                    segmented = self._run(batch)
+                except BaseException:
+                    # The run ends with this error (handed on below, or lost when stopping): either
+                    # way these frames never reach the caller.
+                    self._count_unseen(batch.frames)
+                    raise
                 if not self._hand_on(batch.taken, segmented) or batch.finished:
                     if batch.finished:
                         _put(self._results, _AllEnded(), self._stop)
@@ -269,13 +295,16 @@ class SegmentingStages:
                 if not _put(self._results, item, self._stop):  # stopping: what was not handed on is counted
                     self._count_unseen([later.frame for later in taken[position:] if later.frame is not None])
                     return False
-            if fatal:
+            if fatal:  # the run ends here: frames later in the batch never reach the caller
+                self._count_unseen([later.frame for later in taken[position + 1 :] if later.frame is not None])
                 return False
         return True
 
 
 @dataclass(frozen=True)
 class _Batch:
+    """What the prepare stage hands the segment stage."""
+
     taken: list  # what the intake gave: events, frames, ends, per source
     frames: list[Frame]
     prepared: object  # the segmenter's pre-processed batch (or the frames, for a plain segmenter)

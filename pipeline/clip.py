@@ -9,9 +9,9 @@ call, and each text is encoded once per scorer.
 Default crop "masked": pixels outside the instance's mask are blanked, as ultralytics' FastSAM
 does (the FastSAM repo blanks outside the box only), so the crop of a large instance does not
 score for a smaller object inside its box. Its cost, assembling the scored rows' masks, was lost in
-run-to-run noise next to CLIP's forward pass in `bench/clip_speed.py` (masked and box within 4%
-on CPU), and it is paid once per text prompt; accuracy could not be compared here (no CLIP
-weights offline).
+run-to-run noise next to CLIP's forward pass in `bench/clip_speed.py` (the README has the
+figures), and it is paid once per text prompt. Which crop CLIP scores better with has not been
+measured.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 import open_clip
 import torch
-import torch.nn.functional as F
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME, OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
@@ -58,8 +57,21 @@ def load_clip(
     cache_dir: str | Path | None = None,
     reachable: Callable[[str, int], bool] = can_connect,
 ) -> ClipTextScorer:
-    """Build the CLIP model of `settings` in eval mode on its device. `cache_dir`: the Hugging Face
-    hub cache (None: its default); `reachable(host, port)` is asked before anything is downloaded.
+    """Build the CLIP model of `settings` in eval mode on its device, as a text scorer.
+
+    Args:
+        settings: The model, weights, crop mode, device and precision.
+        device: The device when `settings.device` is None (the segmenter's).
+        cache_dir: The Hugging Face hub cache (None: its default).
+        reachable: `reachable(host, port)` is asked before anything is downloaded, so a machine
+            without internet fails at once with a clear error instead of waiting on the network.
+
+    Returns:
+        The scorer, with the model's own input size and normalisation.
+
+    Raises:
+        ConfigError: An unknown model, device or pretrained tag.
+        ModelError: The weights cannot be found, fetched or loaded.
     """
     if settings.model not in open_clip.list_models():
         close = difflib.get_close_matches(settings.model, open_clip.list_models(), n=3) or ["ViT-B-32", "ViT-L-14"]
@@ -194,7 +206,8 @@ class ClipTextScorer:
             _prompt_key(text)  # an empty text is still an error
             return np.zeros(0, np.float32)
         text_features = self.text_embedding(text)
-        features = F.normalize(self.model.encode_image(self.crops(image, instances, rows)).float(), dim=-1)
+        features = self.model.encode_image(self.crops(image, instances, rows)).float()
+        features = torch.nn.functional.normalize(features, dim=-1)
         return (features @ text_features).cpu().numpy().astype(np.float32)
 
     @torch.inference_mode()
@@ -205,7 +218,7 @@ class ClipTextScorer:
             if len(self._texts) >= MAX_CACHED_TEXTS:  # texts sent over the control interface must not pile up
                 self._texts.pop(next(iter(self._texts)))
             tokens = self.tokenizer([key]).to(self.device)
-            self._texts[key] = F.normalize(self.model.encode_text(tokens).float(), dim=-1)[0]
+            self._texts[key] = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)[0]
         return self._texts[key]
 
     @torch.inference_mode()
@@ -217,7 +230,7 @@ class ClipTextScorer:
         for start in range(0, len(rows), MASK_CHUNK):
             chunk = rows[start : start + MASK_CHUNK]
             masks = instances.masks(chunk) if self.crop == "masked" else [None] * len(chunk)
-            for i, (row, mask) in enumerate(zip(chunk, masks)):
+            for i, (row, mask) in enumerate(zip(chunk, masks, strict=True)):
                 x1, y1, x2, y2 = _pixel_box(instances.boxes[row], w, h)
                 crop = image[y1:y2, x1:x2]
                 if mask is not None:
@@ -228,8 +241,10 @@ class ClipTextScorer:
         return ((x - self.mean) / self.std).to(self.dtype)
 
     def _fit(self, crop: np.ndarray) -> np.ndarray:
-        """Resize the long side to the input size and pad the rest with BLANK. Not CLIP's resize of
-        the short side + centre crop, which cuts the ends off elongated objects (a person, a snake).
+        """Resize the long side to the input size and pad the rest with BLANK.
+
+        Not CLIP's resize of the short side + centre crop, which cuts the ends off elongated
+        objects (a person, a snake).
         """
         out_h, out_w = self.size
         h, w = crop.shape[:2]

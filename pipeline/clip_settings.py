@@ -1,5 +1,7 @@
-"""Settings of CLIP text scoring, apart from pipeline/clip.py so that reading a config never
-imports open_clip (it is only imported when a text prompt needs it).
+"""Settings of CLIP text scoring.
+
+They live apart from pipeline/clip.py so that reading a config never imports open_clip (it is
+only imported when a text prompt needs it).
 """
 
 from __future__ import annotations

@@ -35,6 +35,12 @@ MAX_BODY = 1 << 20  # bytes; a command is a few hundred
 
 
 class ControlCommand(PromptConfig):
+    """One command: an `op` and, for add and replace, the keys of a config `prompt`.
+
+    Validated as a whole on parsing, so a bad command is refused with its reason before anything
+    is queued on the pipeline.
+    """
+
     op: Literal["add", "replace", "drop"]
     ids: list[int] | None = None  # drop: these targets; None: all
 
@@ -89,10 +95,12 @@ class ControlServer:
 
     @property
     def url(self) -> str:
+        """Where it listens, e.g. http://127.0.0.1:8765 (the port the system gave, when asked for port 0)."""
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
     def close(self) -> None:
+        """Stop serving and release the port; waits for the serving loop to end."""
         self._server.shutdown()
         self._server.server_close()
 
@@ -131,7 +139,7 @@ def _handler_for(control: ControlServer) -> type[BaseHTTPRequestHandler]:
             log.info("control: %s", done)
             self._reply(HTTPStatus.ACCEPTED, {"queued": done})
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.rstrip("/") != "/targets":
                 return self._reply(HTTPStatus.NOT_FOUND, {"error": "GET /targets, or POST /commands"})
             if control.pipeline is None:
@@ -154,6 +162,7 @@ def _handler_for(control: ControlServer) -> type[BaseHTTPRequestHandler]:
 
 class StdinControl:
     """Commands from a text stream (standard input), one JSON object per line, in a daemon thread.
+
     A bad line is logged as a warning and skipped; the end of the stream ends the reading.
     """
 

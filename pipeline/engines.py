@@ -1,7 +1,8 @@
-"""Where the network runs: PyTorch (any ultralytics *.pt checkpoint) or ONNX Runtime (*.onnx
-exported by ultralytics), chosen by the weights file's suffix. Both take a float NCHW batch in
-[0, 1] and give back (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as torch tensors, so
-NMS and mask assembly are the same whichever engine ran.
+"""Where the network runs: PyTorch (ultralytics *.pt checkpoints) or ONNX Runtime (ultralytics *.onnx exports).
+
+The weights file's suffix chooses. Both take a float NCHW batch in [0, 1] and give back
+(predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as torch tensors, so NMS and mask assembly
+are the same whichever engine ran.
 
 ONNX Runtime is there because it can run this network's CPU forward pass faster than PyTorch
 (the README's Speed section has the figures and the command); outputs match within float
@@ -77,6 +78,14 @@ class TorchEngine:
         self._lock = threading.Lock()
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass, one call at a time (see the lock in `__init__`).
+
+        Args:
+            images: B×3×H×W float in [0, 1] on the model's device; cast to fp16 here when `half`.
+
+        Returns:
+            (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw).
+        """
         images = images.contiguous(memory_format=torch.channels_last)  # a no-op for prepared batches
         with self._lock:
             return split_outputs(self.model(images.half() if self.half else images))
@@ -107,7 +116,7 @@ class OnnxEngine:
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_device}))
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's own Fail/InvalidGraph types: all become a ModelError
             raise ModelError(f"cannot load {path} in ONNX Runtime: {str(exc).splitlines()[0]}") from None
         if cuda_device is not None and self.session.get_providers()[0] != "CUDAExecutionProvider":
             raise ModelError(f"ONNX Runtime could not use CUDA for {path} (it fell back to the CPU)")
@@ -127,6 +136,14 @@ class OnnxEngine:
         self._input = self.session.get_inputs()[0].name
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass in ONNX Runtime, which takes host arrays.
+
+        Args:
+            images: B×3×H×W float in [0, 1], on any device (copied to a float32 host array).
+
+        Returns:
+            (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as CPU tensors.
+        """
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         predictions, protos = self.session.run(None, {self._input: array})[:2]
         return torch.from_numpy(predictions), torch.from_numpy(protos)

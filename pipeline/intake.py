@@ -30,9 +30,10 @@ class SourceEnded:
 
 @dataclass(frozen=True)
 class Taken:
-    """What the segmenter took from one source in one go: the events before a frame, the frame
-    (None when only events or the end were waiting), how many frames were dropped before it,
-    and the end marker if the source has finished.
+    """What the segmenter took from one source in one go.
+
+    The events before a frame, the frame (None when only events or the end were waiting), how
+    many frames were dropped before it, and the end marker if the source has finished.
     """
 
     source_id: str
@@ -53,6 +54,20 @@ class _Buffer:
 
 
 class FrameIntake:
+    """The bounded buffers of every source, shared by the reader threads (`put`) and the segmenter (`take`).
+
+    One condition guards every buffer, so a take sees the sources in one consistent state and a
+    reader blocked for room wakes as soon as frames are taken or the run stops.
+
+    Args:
+        policies: Each source's drop policy, by source id; their order is the round-robin order.
+        capacity: Frames each buffer holds before its policy applies.
+        stop: Set when the run stops: waiting puts and takes return, and nothing more is added.
+
+    Raises:
+        ValueError: `capacity` is below 1.
+    """
+
     def __init__(self, policies: dict[str, DropPolicy], capacity: int, stop: threading.Event) -> None:
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
@@ -64,11 +79,13 @@ class FrameIntake:
         self._changed = threading.Condition()
 
     def dropped(self, source_id: str) -> int:
+        """Frames of this source dropped so far: by its policy, refused while stopping, or discarded at the stop."""
         with self._changed:
             return self._buffers[source_id].dropped
 
     @property
     def finished(self) -> bool:
+        """Every source's end marker has been taken: the batch just taken is the last."""
         with self._changed:
             return all(b.finished for b in self._buffers.values())
 
@@ -87,7 +104,14 @@ class FrameIntake:
 
     def put(self, source_id: str, item: Frame | SourceEvent | SourceEnded) -> bool:
         """Add an item; a frame may wait (BLOCK) or push the oldest frame out (DROP_OLDEST).
-        False when the run is stopping and the item was not added.
+
+        Args:
+            source_id: The source the item is from.
+            item: A frame, an event or the source's end marker.
+
+        Returns:
+            False when the run is stopping and the item was not added (a refused frame counts
+            as dropped).
         """
         buffer = self._buffers[source_id]
         is_frame = isinstance(item, Frame)
@@ -117,8 +141,17 @@ class FrameIntake:
                 return
 
     def take(self, max_frames: int, max_wait_s: float) -> list[Taken]:
-        """Up to `max_frames` frames across sources, waiting at most `max_wait_s` after the first
-        for more to arrive; events and ends come back at once. Empty when stopping or finished.
+        """Up to `max_frames` frames across sources, round-robin.
+
+        It waits at most `max_wait_s` after the first frame for more to arrive; events and ends
+        come back at once.
+
+        Args:
+            max_frames: The most frames to take (the batch size).
+            max_wait_s: How long a partial batch waits to fill, in seconds.
+
+        Returns:
+            What was taken, one Taken per source and round, in order. Empty when stopping or finished.
         """
         taken: list[Taken] = []
         deadline: float | None = None

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,11 @@ class ProtoMasks:
 
     @torch.inference_mode()
     def render(self) -> np.ndarray:
+        """Every instance's mask at source resolution, each computed inside its box only.
+
+        Returns:
+            N×H×W bool, H×W the source frame's size; all False outside each box.
+        """
         h, w = self.letterbox.source_shape
         out = np.zeros((len(self), h, w), dtype=bool)
         if len(self) == 0:
@@ -88,5 +92,7 @@ class ProtoMasks:
         xs = ((torch.arange(x1, x2, device=device) + 0.5) * lb.gain + lb.left) / iw * 2 - 1
         ys = ((torch.arange(y1, y2, device=device) + 0.5) * lb.gain + lb.top) / ih * 2 - 1
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]
-        sampled = F.grid_sample(logits, grid.float(), mode="bilinear", padding_mode="border", align_corners=False)
+        sampled = torch.nn.functional.grid_sample(
+            logits, grid.float(), mode="bilinear", padding_mode="border", align_corners=False
+        )
         return (sampled[0, 0] > 0).cpu().numpy()

@@ -35,6 +35,11 @@ PART_INSIDE_BOX = 0.8
 
 
 class TextScorer(Protocol):
+    """What a text prompt needs: a score of each candidate instance against the text (pipeline/clip.py's CLIP scorer).
+
+    A protocol, so this module never imports CLIP; tests and other models can stand in for it.
+    """
+
     def similarities(self, image: np.ndarray, instances: Instances, rows: Sequence[int], text: str) -> np.ndarray:
         """Cosine similarity of `text` with each of `rows` (frame `image`, BGR), in the order of `rows`."""
         ...
@@ -49,8 +54,19 @@ class Selection:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A mask prompt from an image file (PNG, JPEG, ...): nonzero pixels, in any colour channel, are
-    the object (an alpha channel is ignored: an opaque black background is still background).
+    """A mask prompt from an image file (PNG, JPEG, ...).
+
+    Nonzero pixels, in any colour channel, are the object (an alpha channel is ignored: an opaque
+    black background is still background).
+
+    Args:
+        path: The image file.
+
+    Returns:
+        H×W bool, the image's size.
+
+    Raises:
+        PromptError: The file is missing, is not an image, or has no nonzero pixel.
     """
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
     if image is None:
@@ -158,8 +174,10 @@ def rows_inside(instances: Instances, box: np.ndarray, share: float = INSIDE_BOX
 
 
 def pick_by_similarity(similarities: np.ndarray, top_k: int | None, min_similarity: float | None) -> list[int]:
-    """Positions of the chosen scores, best first: the `top_k` highest (default 1), or with
-    `min_similarity` every one at least that similar (at most `top_k` when given).
+    """Positions of the chosen scores, best first.
+
+    They are the `top_k` highest (default 1), or with `min_similarity` every one at least that
+    similar (at most `top_k` when given).
     """
     order = np.argsort(-similarities, kind="stable")
     if min_similarity is not None:
@@ -175,8 +193,20 @@ def _restrict(rows: np.ndarray, candidates: np.ndarray | None) -> np.ndarray:
 def select(
     prompt: Prompt, instances: Instances, image: np.ndarray | None = None, scorer: TextScorer | None = None
 ) -> tuple[Selection, ...]:
-    """The targets chosen by `prompt` among `instances` (one Selection each); PromptError when
-    nothing fits. Text prompts need the frame's `image` and a `scorer`.
+    """The targets chosen by `prompt` among `instances`, one Selection each.
+
+    Args:
+        prompt: The prompt; a mask prompt wins over the rest, then text or boxes, then points.
+        instances: The prompt frame's instances.
+        image: The frame (H×W×3 BGR); text prompts need it.
+        scorer: Scores crops against a text; text prompts need it.
+
+    Returns:
+        One Selection per target.
+
+    Raises:
+        PromptError: Nothing fits, the prompt does not fit the frame, or a text prompt lacks
+            the image or the scorer.
     """
     height, width = instances.image_shape
     check_fits(prompt, height, width)
@@ -220,7 +250,7 @@ def _select_by_boxes(prompt: Prompt, instances: Instances, candidates: np.ndarra
     others = [r for r in candidates.tolist() if r not in chosen]
     return tuple(
         Selection((row, *complete_within(instances.boxes, [row], box, others, PART_INSIDE_BOX)), row)
-        for row, box in zip(chosen, prompt.boxes)
+        for row, box in zip(chosen, prompt.boxes, strict=True)  # one chosen row per box, or PromptError above
     )
 
 

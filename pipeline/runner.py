@@ -23,7 +23,7 @@ from ..sinks.base import EventSink, Sink, as_sink
 from ..sources.base import DropPolicy, Source
 from ..sources.redact import redact_url
 from ..trackers import ByteTracker, Tracker
-from .batcher import BatchSettings, Segmented, SegmentingStages
+from .batcher import DEFAULT_BATCH_SETTINGS, BatchSettings, Segmented, SegmentingStages
 from .intake import SourceEnded
 from .prompts import TextScorer, check_source, select
 from .segmenter import Segmenter
@@ -37,10 +37,12 @@ MAX_PENDING_COMMANDS = 64  # per source: a control client cannot queue without b
 
 @dataclass(frozen=True)
 class _Pending:
-    """A change of targets waiting for frame `frame` of its source: a prompt to apply (adding its
-    targets, or replacing every target when `replace`), or, with no prompt, targets to drop
-    (`drop_ids`; None: all of them). A `strict` one (given at start) ends the run when it selects
-    nothing; any other (the control interface) becomes a prompt_failed event.
+    """A change of targets waiting for frame `frame` of its source.
+
+    It is a prompt to apply (adding its targets, or replacing every target when `replace`), or,
+    with no prompt, targets to drop (`drop_ids`; None: all of them). A `strict` one (given at
+    start) ends the run when it selects nothing; any other (the control interface) becomes a
+    prompt_failed event.
     """
 
     frame: int
@@ -128,8 +130,9 @@ class _Lane:
         return FrameResult(frame, instances, tracks, rows, item.dropped_before)
 
     def _due_changes(self, item: Segmented) -> tuple[TargetChange | None, list[str]]:
-        """The changes due on this frame, merged in arrival order. Live sources may drop a prompt's
-        own frame: the first frame at or after it is used.
+        """The changes due on this frame, merged in arrival order.
+
+        Live sources may drop a prompt's own frame: the first frame at or after it is used.
         """
         index = item.frame.index
         with self._lock:
@@ -207,8 +210,10 @@ class _Lane:
             sink.on_event(event)
 
     def end(self, ended: SourceEnded, interrupted: bool) -> None:
-        """The source has no more frames. A failure, or a prompt never reached, ends this lane with
-        an error (raised when the run is over); a live source that gave up is already reported.
+        """The source has no more frames.
+
+        A failure, or a prompt never reached, ends this lane with an error (raised when the run is
+        over); a live source that gave up is already reported.
         """
         with self._lock:
             self.ended = True
@@ -261,7 +266,7 @@ class Pipeline:
         tracker: Tracker | Callable[[], Tracker] | None = None,
         sinks: Sequence[SinkLike] = (),
         sinks_for: Callable[[Source], Sequence[SinkLike]] | None = None,
-        batch: BatchSettings = BatchSettings(),
+        batch: BatchSettings = DEFAULT_BATCH_SETTINGS,
         drop_policy: DropPolicy | str | None = None,
     ) -> None:
         self.sources = [sources] if isinstance(sources, Source) else list(sources)
@@ -328,7 +333,8 @@ class Pipeline:
             total = source.frame_count
             if total is not None and p.frame >= total:
                 raise PromptError(
-                    f"prompt frame {p.frame} is past the end of {source.source_id} (its container announces {total} frames)"
+                    f"prompt frame {p.frame} is past the end of {source.source_id} "
+                    f"(its container announces {total} frames)"
                 )
             pending.append(_Pending(p.frame, p, strict=True))
         return pending
@@ -337,7 +343,10 @@ class Pipeline:
         """Queue on one source, or (None) on every source still running; all of them or none."""
         if source_id is not None and source_id not in self._lanes:
             raise PromptError(f"no source {redact_url(source_id)!r}: the sources are {', '.join(self._lanes)}")
-        lanes = [self._lanes[source_id]] if source_id is not None else [l for l in self._lanes.values() if not l.ended]
+        if source_id is not None:
+            lanes = [self._lanes[source_id]]
+        else:
+            lanes = [lane for lane in self._lanes.values() if not lane.ended]
         if not lanes:
             raise PromptError("every source has ended")
         for lane in lanes:
@@ -346,9 +355,18 @@ class Pipeline:
             lane.submit(pending)
 
     def add_prompt(self, prompt: Prompt, replace: bool = False) -> None:
-        """Apply `prompt` on frame `prompt.frame` of its source(s), or on the next frame when that
-        has passed: its targets are added (or, with `replace`, become the only targets). Safe from
-        any thread; a prompt that then selects nothing is a prompt_failed event, not an error.
+        """Apply `prompt` on frame `prompt.frame` of its source(s), or on the next frame when that has passed.
+
+        Its targets are added (or, with `replace`, become the only targets). Safe from any thread;
+        a prompt that then selects nothing is a prompt_failed event, not an error.
+
+        Args:
+            prompt: A non-empty prompt; `prompt.source_id` None applies it to every source still running.
+            replace: Replace every current target instead of adding to them.
+
+        Raises:
+            PromptError: The prompt is empty, names an unknown source, needs CLIP that was not
+                loaded, or its source(s) cannot take another change (ended, or too many waiting).
         """
         if prompt.is_empty:
             raise PromptError("the prompt is empty: give points, boxes, text or a mask")
@@ -357,7 +375,17 @@ class Pipeline:
 
     def drop_targets(self, ids: Iterable[int] | None = None, source_id: str | None = None, frame: int = 0) -> None:
         """Stop following targets `ids` (None: every target) from frame `frame` (or the next frame) on.
+
         Ids are counted per source, so dropping ids in a run of several sources needs `source_id`.
+
+        Args:
+            ids: Target ids to drop; None drops every target.
+            source_id: The source to drop them from; None: every source (with ids: the only source).
+            frame: The first frame without them.
+
+        Raises:
+            PromptError: No ids given (an empty list), ids without a source in a run of several,
+                an unknown source, or a source that cannot take another change.
         """
         if ids is None:
             return self._submit(source_id, _Pending(frame))
@@ -383,6 +411,7 @@ class Pipeline:
 
     def stop(self) -> None:
         """Ask the run to end after the frame in hand; safe from signal handlers and other threads.
+
         Every sink then has the same frames, and is finalised.
         """
         self._stop_requested.set()
@@ -481,8 +510,10 @@ def _close_at_exit(pipeline_ref: weakref.ref[Pipeline]) -> None:
 
 @contextmanager
 def _interrupts_deferred():
-    """Hold Ctrl-C and SIGTERM off while threads stop and sinks finalise, so a video is never left
-    without its trailer. (Signal handlers can only be changed from the main thread.)
+    """Hold Ctrl-C and SIGTERM off while threads stop and sinks finalise.
+
+    A video is then never left without its trailer. (Signal handlers can only be changed from
+    the main thread.)
     """
     if threading.current_thread() is not threading.main_thread():
         yield

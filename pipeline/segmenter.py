@@ -49,8 +49,10 @@ class Segmenter(Protocol):
 
 @runtime_checkable
 class StagedSegmenter(Segmenter, Protocol):
-    """A segmenter split in two stages, so the pipeline can pre-process the next batch (`prepare`,
-    on the CPU) while the current one is in the network (`infer`). `segment(f)` is `infer(prepare(f))`.
+    """A segmenter split in two stages, so the pipeline can overlap them.
+
+    The pipeline pre-processes the next batch (`prepare`, on the CPU) while the current one is in
+    the network (`infer`). `segment(f)` is `infer(prepare(f))`.
     """
 
     def prepare(self, frames: Sequence[Frame]) -> object:
@@ -140,6 +142,11 @@ class SegmenterSettings(Settings):
 
 
 def cpu_count() -> int:
+    """CPU cores this process may run on: the default number of threads for the network.
+
+    The affinity mask, not the machine's total: in a container or under `taskset`, the total would
+    over-subscribe the cores allowed.
+    """
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -160,6 +167,18 @@ def quiet_ultralytics(verbose: bool = False) -> None:
 
 
 def resolve_device(name: str | None) -> torch.device:
+    """The torch device for a device setting, checked here so a bad one fails before a model loads.
+
+    Args:
+        name: "cpu", "cuda" or "cuda:N"; None picks cuda:0 when a CUDA GPU is available, else the CPU.
+
+    Returns:
+        The device.
+
+    Raises:
+        ConfigError: The name is not a device, names a CUDA GPU that is not there, or a device
+            type other than cpu and cuda.
+    """
     if name is None:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     try:
@@ -194,7 +213,7 @@ def load_segmentation_model(weights: str, device: torch.device) -> torch.nn.Modu
         raise ModelError(
             f"could not fetch {weights} (no internet here?): download it where there is, then pass --weights PATH"
         ) from None
-    except Exception as exc:  # ultralytics raises many types for a bad checkpoint
+    except Exception as exc:  # noqa: BLE001 - ultralytics raises many types for a bad checkpoint: each a ModelError
         raise ModelError(f"cannot load {weights} as an ultralytics checkpoint: {str(exc).splitlines()[0]}") from None
     if not isinstance(model.model, torch.nn.Module) or model.task != "segment":
         raise ModelError(f"{weights} is a {model.task!r} model; a segmentation (*-seg or FastSAM) checkpoint is needed")
@@ -203,8 +222,10 @@ def load_segmentation_model(weights: str, device: torch.device) -> torch.nn.Modu
 
 
 def letterbox_geometry(source_shape: tuple[int, int], imgsz: int, stride: int, minimal: bool) -> Letterbox:
-    """Where a frame goes in the network input: scaled to fit imgsz, padded to imgsz×imgsz, or
-    only to a stride multiple when `minimal`, centred.
+    """Where a frame goes in the network input.
+
+    It is scaled to fit imgsz and centred, padded to imgsz×imgsz or, when `minimal`, only to a
+    stride multiple.
     """
     h, w = source_shape
     gain = min(imgsz / h, imgsz / w)
@@ -227,8 +248,9 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int, minimal: bool) -> tupl
 
 
 def letterbox_on_device(images: torch.Tensor, lb: Letterbox) -> torch.Tensor:
-    """The same letterbox for a B×H×W×3 uint8 BGR batch already on the device (a GPU): B×3×h×w
-    float RGB in [0, 1]. Bilinear without antialiasing, like cv2.INTER_LINEAR.
+    """The same letterbox for a B×H×W×3 uint8 BGR batch already on the device (a GPU).
+
+    Returns B×3×h×w float RGB in [0, 1]. Bilinear without antialiasing, like cv2.INTER_LINEAR.
     """
     x = images.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
     (ch, cw), (ih, iw) = lb.content_shape, lb.input_shape
@@ -287,11 +309,21 @@ class UltralyticsSegmenter:
         self._nms = non_max_suppression
 
     def segment(self, frames: Sequence[Frame]) -> list[Instances]:
+        """Segment a batch in one go: `infer(prepare(frames))`.
+
+        Args:
+            frames: Frames of any sizes, from any sources.
+
+        Returns:
+            One Instances per frame, in the same order.
+        """
         return self.infer(self.prepare(frames))
 
     def prepare(self, frames: Sequence[Frame]) -> list[_Prepared]:
-        """Pre-processing, run by the pipeline while the previous batch is in the network: frames
-        grouped by size (and by the batch a static export takes), letterboxed and normalised.
+        """Pre-processing, run by the pipeline while the previous batch is in the network.
+
+        Frames are grouped by size (and by the batch a static export takes), letterboxed and
+        normalised.
         """
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i, frame in enumerate(frames):
@@ -338,7 +370,8 @@ class UltralyticsSegmenter:
             detections = self._nms(
                 predictions, s.conf, s.iou, agnostic=s.agnostic_nms, max_det=s.max_det, nc=len(self.class_names)
             )
-            for row, det, proto, lb in zip(group.rows, detections, protos, group.letterboxes):
+            # strict=False: a static export's batch is padded to its size; the padding's outputs are left out.
+            for row, det, proto, lb in zip(group.rows, detections, protos, group.letterboxes, strict=False):
                 results[row] = self._instances(det, proto, lb)
         return [results[i] for i in range(len(results))]
 

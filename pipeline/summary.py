@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 @dataclass
 class SourceSummary:
+    """One source's counts, kept up to date by its lane as results go by."""
+
     source_id: str
     is_live: bool = False
     frames: int = 0
@@ -18,6 +20,15 @@ class SourceSummary:
     error: str | None = None  # why, when the source failed (the run goes on with the others)
 
     def describe(self, with_count: bool = True) -> str:
+        """This source's part of the end-of-run line.
+
+        Args:
+            with_count: Start with the frame count (a run of one source gives it in its timing).
+
+        Returns:
+            e.g. "120 frames, target found in 118/120 frames", with drops and reconnects for a
+            live source, and why it gave up or failed.
+        """
         text = f"target found in {self.frames_with_target}/{self.frames} frames"
         if with_count:
             text = f"{self.frames} frames, {text}"
@@ -32,6 +43,8 @@ class SourceSummary:
 
 @dataclass
 class RunSummary:
+    """The counts of a whole run: each source's summary, the run's timing and whether it was interrupted."""
+
     sources: dict[str, SourceSummary] = field(default_factory=dict)
     started_at: float = field(default_factory=time.monotonic)
     finished_at: float | None = None
@@ -39,29 +52,36 @@ class RunSummary:
 
     @property
     def frames(self) -> int:
+        """Frames segmented, over every source."""
         return sum(s.frames for s in self.sources.values())
 
     @property
     def frames_with_target(self) -> int:
+        """Frames with at least one target, over every source."""
         return sum(s.frames_with_target for s in self.sources.values())
 
     @property
     def dropped(self) -> int:
+        """Frames never processed, over every source (see SourceSummary.dropped)."""
         return sum(s.dropped for s in self.sources.values())
 
     @property
     def gave_up(self) -> list[str]:
+        """Ids of the live sources that ran out of reconnect attempts."""
         return [s.source_id for s in self.sources.values() if s.gave_up is not None]
 
     @property
     def seconds(self) -> float:
+        """How long the run took, or has taken so far while it runs."""
         return (self.finished_at or time.monotonic()) - self.started_at
 
     @property
     def fps(self) -> float:
+        """Frames segmented per second of the run, over every source; 0 before any time has passed."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        """The end-of-run line the command line prints: timing and counts, per source when there are several."""
         head = "interrupted" if self.interrupted else "done"
         timing = f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} frames/s)"
         if len(self.sources) == 1:

@@ -1,5 +1,7 @@
-"""The sink protocols: what takes every FrameResult (`Sink`), what also takes its sources' events
-(`EventSink`), and what writes a file (`FileSink`).
+"""The sink protocols, and `as_sink` for plain callables.
+
+What takes every FrameResult (`Sink`), what also takes its sources' events (`EventSink`), and what
+writes a file (`FileSink`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ class Sink(Protocol):
 
 @runtime_checkable
 class EventSink(Sink, Protocol):
-    """A sink that also takes its sources' events (connected, lost, targets changed, ...), in order
-    with the frames.
+    """A sink that also takes its sources' events, in order with the frames.
+
+    The events: connected, lost, targets changed, ... (core.EventKind).
     """
 
     def on_event(self, event: SourceEvent) -> None:

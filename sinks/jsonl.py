@@ -5,8 +5,15 @@
                  "score": float, "mask": {"size": [h, w], "counts": str}}]}
 
 `mask` is COCO RLE (pycocotools' compressed string) at source resolution. It is written for
-every target (there may be several, each its own id) whenever it is found, and for every tracked instance with masks="all"; a lost
-track has no mask. Tracks listed: every track matched this frame, and the targets while lost.
+every target (there may be several, each its own id) whenever it is found, and for every tracked
+instance with masks="all"; a lost track has no mask. Tracks listed: every track matched this
+frame, and the targets while lost.
+
+events.jsonl (EventLogSink): one JSON object per SourceEvent, in stream order.
+
+    {"source": str, "event": "connected"|"lost"|..., "time": ISO 8601 UTC, "next_frame": int,
+     "attempt": int, "message": str, "width": int|null, "height": int|null, "fps": float|null,
+     "outage_s": float|null, "added": [int], "dropped": [int]}
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ def encode_rle(mask: np.ndarray) -> dict:
 
 
 def decode_rle(rle: dict) -> np.ndarray:
+    """The inverse of encode_rle: {"size": [h, w], "counts": str} → H×W bool, for reading tracks.jsonl back."""
     return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")}).astype(bool)
 
 
@@ -40,12 +48,29 @@ def _listed(track: Track) -> bool:
 
 
 class JsonlSink:
+    """Writes tracks.jsonl (see the module docstring): one line per frame result it is given.
+
+    Args:
+        path: The file to write; it is created with the first line.
+        masks: Whose masks are written: "target" (the targets found), "all" (every tracked
+            instance too), or "none".
+    """
+
     def __init__(self, path: str | Path, masks: MaskPolicy = "target") -> None:
         self.path = Path(path)
         self.masks = masks
         self._lines = _JsonLines(self.path)
 
     def record(self, result: FrameResult) -> dict:
+        """The JSON object of one frame's line.
+
+        Args:
+            result: The frame's result.
+
+        Returns:
+            The record, ready for json.dumps: the tracked tracks and the lost targets, with masks
+            as the `masks` setting asks.
+        """
         frame = result.frame
         listed = [t for t in result.tracks if _listed(t)]
         masks = self._masks(result, listed)
@@ -66,7 +91,7 @@ class JsonlSink:
         if self.masks == "all":
             others = [t for t in found if not t.is_target]
             rendered = result.instances.masks([t.row for t in others]) if others else []
-            masks.update({t.id: m for t, m in zip(others, rendered)})
+            masks.update({t.id: m for t, m in zip(others, rendered, strict=True)})
         return masks
 
     @staticmethod
@@ -83,15 +108,19 @@ class JsonlSink:
         return entry
 
     def write(self, result: FrameResult) -> None:
+        """Write one frame's line, and flush it."""
         self._lines.write(self.record(result))
 
     def close(self) -> None:
+        """Close the file (nothing was created when no frame came)."""
         self._lines.close()
 
 
 class _JsonLines:
-    """A JSON-lines file opened on the first line (a run that fails to start leaves nothing) and
-    flushed after every line (a crash or Ctrl-C keeps every line written so far).
+    """A JSON-lines file, opened on the first line and flushed after every line.
+
+    Opened late, a run that fails to start leaves nothing; flushed, a crash or Ctrl-C keeps every
+    line written so far.
     """
 
     def __init__(self, path: Path) -> None:
@@ -114,7 +143,11 @@ class _JsonLines:
 
 
 class EventLogSink:
-    """events.jsonl: the source events (see the module docstring); frames are ignored."""
+    """events.jsonl: the source events (see the module docstring); frames are ignored.
+
+    Args:
+        path: The file to write; it is created with the first event.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -122,6 +155,7 @@ class EventLogSink:
 
     @staticmethod
     def record(event: SourceEvent) -> dict:
+        """The JSON object of one event's line: its kind's value, and the time as ISO 8601 UTC in milliseconds."""
         return {
             "source": event.source_id,
             "event": event.kind.value,
@@ -138,10 +172,12 @@ class EventLogSink:
         }
 
     def on_event(self, event: SourceEvent) -> None:
+        """Write one event's line, and flush it."""
         self._lines.write(self.record(event))
 
     def write(self, result: FrameResult) -> None:
-        pass
+        """Ignore frames: this sink only logs events."""
 
     def close(self) -> None:
+        """Close the file (nothing was created when no event came)."""
         self._lines.close()

@@ -21,7 +21,10 @@ from ..errors import OutputError
 def mot_line(frame_index: int, track: Track) -> str:
     """The MOTChallenge line of one track on the frame with 0-based index `frame_index`."""
     x1, y1, x2, y2 = (float(v) for v in track.box)
-    return f"{frame_index + 1},{track.id},{x1 + 1:.2f},{y1 + 1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{float(track.score):.4f},-1,-1,-1"
+    return (
+        f"{frame_index + 1},{track.id},{x1 + 1:.2f},{y1 + 1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},"
+        f"{float(track.score):.4f},-1,-1,-1"
+    )
 
 
 class MotSink:
@@ -33,9 +36,19 @@ class MotSink:
         self._source_id: str | None = None
 
     def lines(self, result: FrameResult) -> list[str]:
+        """The MOTChallenge lines of one frame: one per track matched on it (lost tracks are left out)."""
         return [mot_line(result.frame.index, t) for t in result.tracks if t.state is TrackState.TRACKED]
 
     def write(self, result: FrameResult) -> None:
+        """Append one frame's lines, and flush them.
+
+        Args:
+            result: The frame's result; every result must come from the same source.
+
+        Raises:
+            ValueError: The result is from another source than the first one written.
+            OutputError: The file cannot be created.
+        """
         source_id = result.frame.source_id
         if self._source_id is None:
             self._source_id = source_id
@@ -58,5 +71,6 @@ class MotSink:
             raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
+        """Close the file (nothing was created when no frame came)."""
         if self._file is not None and not self._file.closed:
             self._file.close()

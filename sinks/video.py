@@ -60,6 +60,16 @@ def annotate(result: FrameResult) -> np.ndarray:
 
 
 class VideoSink:
+    """Writes annotated.mp4 (see the module docstring), opened on the first frame at that frame's size.
+
+    Args:
+        path: The video file to write.
+        fps: The source's nominal frame rate, the stream's declared rate; each frame keeps its own
+            timestamp.
+        codec: The FFmpeg encoder.
+        crf: The encoder's constant rate factor: lower is better quality and a bigger file.
+    """
+
     def __init__(self, path: str | Path, fps: Fraction, codec: str = "libx264", crf: int = 23) -> None:
         self.path = Path(path)
         self.fps = Fraction(fps)
@@ -101,6 +111,14 @@ class VideoSink:
         return ticks
 
     def write(self, result: FrameResult) -> None:
+        """Draw one frame (see annotate) and encode it at its source timestamp.
+
+        Args:
+            result: The frame's result.
+
+        Raises:
+            OutputError: The file cannot be created.
+        """
         image = annotate(result)
         if self._container is None:
             self._open(*image.shape[:2])
@@ -121,6 +139,7 @@ class VideoSink:
         self.frames_written += 1
 
     def close(self) -> None:
+        """Flush the encoder and write the trailer, so the file plays; nothing to do when no frame came."""
         if self._container is None:
             return
         container, self._container = self._container, None

@@ -1,4 +1,4 @@
-"""Frame sources, and `open_source`, which picks one from what the user typed:
+"""Frame sources, and `open_source`, which picks one from what the user typed.
 
 video file, image folder              → FileSource, FolderSource   (never drop a frame)
 rtsp:// rtsps:// rtmp:// http(s):// srt:// udp:// tcp:// rtp://  → StreamSource   (live)
@@ -22,6 +22,7 @@ _CAMERA_DEVICE = re.compile(r"^(/dev/video(\d+)|(\d+))$")
 
 
 def is_stream_url(spec: str) -> bool:
+    """Whether `spec` is a URL with a stream scheme StreamSource opens (rtsp, http(s), srt, ...)."""
     scheme, sep, _ = spec.partition("://")
     return bool(sep) and scheme.lower() in STREAM_SCHEMES
 
@@ -46,11 +47,28 @@ def open_source(
     *,
     source_id: str | None = None,
     folder_fps: float = 30.0,
-    stream: StreamSettings = StreamSettings(),
+    stream: StreamSettings | None = None,
     camera_size: str | None = None,
     camera_fps: float | None = None,
 ) -> Source:
-    """A source for a file, folder, stream URL or camera; a clear SourceError for anything else."""
+    """A source for a file, folder, stream URL or camera; a clear SourceError for anything else.
+
+    Args:
+        spec: What the user typed (see the module docstring for what is recognised).
+        source_id: The name in outputs and logs; default: default_id(spec).
+        folder_fps: The frame rate of an image folder.
+        stream: How streams and cameras connect and reconnect; default: StreamSettings().
+        camera_size: A V4L2 camera's capture size, e.g. "1280x720" (default: the device's).
+        camera_fps: A V4L2 camera's capture rate (default: the device's).
+
+    Returns:
+        The opened source (live ones are connected already).
+
+    Raises:
+        SourceError: Nothing to open at `spec` (messages never hold a URL's credentials).
+        SourceConnectionError: A stream or camera cannot be opened.
+    """
+    stream = stream if stream is not None else StreamSettings()
     text = str(spec)
     source_id = source_id or default_id(text)
     if is_stream_url(text):

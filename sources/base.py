@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 from ..core import Frame, SourceEvent
 
 
-class DropPolicy(str, enum.Enum):
+class DropPolicy(enum.StrEnum):
     """What a source's bounded buffer does when the segmenter is behind."""
 
     BLOCK = "block"  # the reader waits: no frame is lost (files, image folders)
@@ -27,21 +27,32 @@ class DropPolicy(str, enum.Enum):
 
 @runtime_checkable
 class Source(Protocol):
+    """Anything that yields Frames: a file, an image folder, a stream, a camera, or your own class.
+
+    A class is a Source by having these attributes and methods; it need not inherit from this.
+    """
+
     source_id: str  # names the source in outputs and logs; safe as a folder name
     fps: Fraction  # nominal frame rate (what an annotated video is written at)
     frame_count: int | None  # None when unknown (live streams, some containers)
     is_live: bool  # live sources may drop frames to stay current; file sources never do
 
     def frames(self) -> Iterator[Frame | SourceEvent]:
-        """Decoded frames in order, with SourceEvents between them where the source's state
-        changes (live sources). Raises SourceError on unreadable input.
+        """Decoded frames in order, with SourceEvents between them where the source's state changes.
+
+        Only live sources yield events.
+
+        Raises:
+            SourceError: The input cannot be read.
         """
         ...
 
     def close(self) -> None:
-        """Release the source. A live source must accept this from another thread while
-        `frames()` runs: it is how its reader is told to stop (at once between reconnect
-        attempts, when the read in progress returns otherwise).
+        """Release the source.
+
+        A live source must accept this from another thread while `frames()` runs: it is how its
+        reader is told to stop (at once between reconnect attempts, when the read in progress
+        returns otherwise).
         """
         ...
 

@@ -19,6 +19,20 @@ log = logging.getLogger(__name__)
 
 
 class FileSource:
+    """A video file, opened now so that a missing or unreadable file fails before the model loads.
+
+    Not live, so by default the pipeline waits for it instead of dropping frames (DropPolicy.BLOCK).
+    `fps` is the stream's average (else guessed) rate, 30 when it has neither; `frame_count` is the
+    container's count, or None.
+
+    Args:
+        path: The video file.
+        source_id: The name in outputs and logs; default: the file's stem.
+
+    Raises:
+        SourceError: No such file, not a video FFmpeg reads, or no video stream in it.
+    """
+
     is_live = False
 
     def __init__(self, path: str | Path, source_id: str | None = None) -> None:
@@ -40,6 +54,11 @@ class FileSource:
         self.frame_count = self._stream.frames or None
 
     def frames(self) -> Iterator[Frame]:
+        """Every decoded frame in order, its pts from the stream (index / fps where a frame has none).
+
+        Raises:
+            SourceError: Decoding fails, or the file holds no decodable frame.
+        """
         stream, base = self._stream, self._stream.time_base
         index = 0
         try:
@@ -61,4 +80,5 @@ class FileSource:
             )
 
     def close(self) -> None:
+        """Close the container."""
         self._container.close()

@@ -23,6 +23,20 @@ def _natural_key(path: Path) -> list[int | str]:
 
 
 class FolderSource:
+    """A folder of JPEG/PNG images as one video, in natural name order (img2 before img10).
+
+    Not live, so by default the pipeline waits for it instead of dropping frames (DropPolicy.BLOCK).
+    Frame i gets pts i / fps, since images carry no timestamps.
+
+    Args:
+        path: The image folder.
+        fps: The frame rate the images are taken to have.
+        source_id: The name in outputs and logs; default: the folder's name.
+
+    Raises:
+        SourceError: No such folder, no image in it, or a frame rate that is not positive.
+    """
+
     is_live = False
 
     def __init__(self, path: str | Path, fps: float = 30.0, source_id: str | None = None) -> None:
@@ -41,6 +55,11 @@ class FolderSource:
         self.frame_count = len(self.files)
 
     def frames(self) -> Iterator[Frame]:
+        """Every image in order, read when its turn comes.
+
+        Raises:
+            SourceError: An image cannot be read.
+        """
         for index, file in enumerate(self.files):
             image = cv2.imread(str(file), cv2.IMREAD_COLOR)
             if image is None:
@@ -48,4 +67,4 @@ class FolderSource:
             yield Frame(image, self.source_id, index, index / float(self.fps), time.monotonic())
 
     def close(self) -> None:
-        pass
+        """Nothing to release: each image is read and closed in turn."""

@@ -43,7 +43,9 @@ _CLOCK_JUMP_S = 1.0  # a stream clock going back by more than this starts a new 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "udp", "tcp", "rtp")
 
 
-class SourceState(str, enum.Enum):
+class SourceState(enum.StrEnum):
+    """Where a live source's connection state machine stands (see the module docstring)."""
+
     CONNECTING = "connecting"
     STREAMING = "streaming"
     RECONNECTING = "reconnecting"
@@ -71,6 +73,15 @@ class ReconnectPolicy(Settings):
     )
 
     def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before reconnect attempt `attempt` (1-based).
+
+        Args:
+            attempt: The attempt about to be made; 1 waits initial_delay_s.
+            rng: Draws the jitter (seeded in tests, so the delays repeat).
+
+        Returns:
+            initial·multiplier^(attempt-1), capped at max_delay_s, ± jitter; never negative.
+        """
         try:
             grown = self.initial_delay_s * self.multiplier ** max(attempt - 1, 0)
         except OverflowError:  # attempt 1025 at ×2: hours into an outage, and still retrying
@@ -79,6 +90,7 @@ class ReconnectPolicy(Settings):
         return max(base * (1.0 + rng.uniform(-self.jitter, self.jitter)), 0.0)
 
     def gives_up_after(self, attempt: int) -> bool:
+        """Whether `attempt` failed attempts spend the allowed ones (never, without max_attempts)."""
         return self.max_attempts is not None and attempt >= self.max_attempts
 
 
@@ -134,6 +146,14 @@ class LiveSource:
 
     # --- the state machine -------------------------------------------------------------------
     def frames(self) -> Iterator[Frame | SourceEvent]:
+        """Frames from the connection made in the constructor on, with SourceEvents between them.
+
+        Reconnects after a lost stream until the source is closed or the attempts are spent
+        (then a GAVE_UP event ends it). A second call, or a call after close(), yields nothing.
+
+        Raises:
+            SourceError: A recording (not live) fails while being read: it is a broken file.
+        """
         with self._handover:
             container, self._container = self._container, None
         if container is None:
@@ -178,8 +198,10 @@ class LiveSource:
             yield self._event(EventKind.RECONNECTED, container, attempt=failed, outage_s=time.monotonic() - lost_at)
 
     def close(self) -> None:
-        """Stop: safe from any thread. A reader waiting between attempts stops at once; one in a
-        network read notices when the read returns (within the read timeout) and closes its stream.
+        """Stop: safe from any thread.
+
+        A reader waiting between attempts stops at once; one in a network read notices when the read
+        returns (within the read timeout) and closes its stream.
         """
         self._closed.set()
         with self._handover:
@@ -232,9 +254,11 @@ class LiveSource:
         return reason
 
     def _continue_timeline(self, now: float) -> float:
-        """Where a connection's first frame sits in pts: seconds since the source opened for the
-        first connection; for a reconnect, the last frame's pts plus the time since it arrived
-        (a burst on connect may have run ahead of the wall clock, so that clock could go back).
+        """Where a connection's first frame sits in pts.
+
+        For the first connection: seconds since the source opened. For a reconnect: the last frame's
+        pts plus the time since it arrived (a burst on connect may have run ahead of the wall clock,
+        so that clock could go back).
         """
         if self._last_arrival is None:
             return now - self._started_at
@@ -258,9 +282,10 @@ class LiveSource:
     def _reconnect(
         self, attempt: int
     ) -> tuple[tuple[av.container.InputContainer, Iterator[av.VideoFrame]] | None, int, str]:
-        """Retry with backoff, counting on from `attempt` failed attempts, until a connection
-        delivers a frame, the source is closed, or the attempts are spent:
-        ((container, its frames from the first on), attempts, last error).
+        """Retry with backoff until a connection delivers a frame, the source is closed, or the attempts are spent.
+
+        Counts on from `attempt` failed attempts. Returns ((container, its frames from the first
+        on), attempts, last error); the first item is None when no connection was made.
 
         A connection only counts once a frame arrives: a server that accepts and then fails at
         once is a failed attempt, so backoff and the attempt limit still apply to it.
@@ -310,11 +335,25 @@ class LiveSource:
 
 
 class StreamSource(LiveSource):
-    """A network stream PyAV can open: rtsp://, rtmp://, http(s):// (HLS playlists too), srt://, udp://."""
+    """A network stream PyAV can open: rtsp://, rtmp://, http(s):// (HLS playlists too), srt://, udp://.
+
+    Connects in the constructor. An http(s) URL whose container knows its duration is a recording
+    (not live) unless `settings.live` says otherwise.
+
+    Args:
+        url: The stream's URL; it may hold credentials, which never appear in messages or ids.
+        source_id: The name in outputs and logs.
+        settings: How to connect and reconnect; default: StreamSettings().
+        seed: Seeds the reconnect jitter, for repeatable tests.
+
+    Raises:
+        SourceConnectionError: The stream cannot be opened, or has no video.
+    """
 
     def __init__(
-        self, url: str, source_id: str, settings: StreamSettings = StreamSettings(), seed: int | None = None
+        self, url: str, source_id: str, settings: StreamSettings | None = None, seed: int | None = None
     ) -> None:
+        settings = settings if settings is not None else StreamSettings()
         self.url = url
         if settings.transport not in ("tcp", "udp"):
             raise ConfigError(f"RTSP transport must be tcp or udp, got {settings.transport!r}")
@@ -342,6 +381,18 @@ class CameraSource(LiveSource):
 
     `lavfi` (e.g. `testsrc=size=640x480:rate=30,realtime`) is a virtual camera: it runs through
     exactly this code path, which is how cameras are tested on machines without one.
+
+    Args:
+        device: The device (`/dev/video0`) or, for lavfi, the filter graph.
+        source_id: The name in outputs and logs.
+        format: FFmpeg's input format (its `-f`): `v4l2` or `lavfi`.
+        size: The capture size to ask for, e.g. "1280x720" (default: the device's).
+        fps: The capture rate to ask for (default: the device's).
+        settings: How to connect and reconnect; default: StreamSettings().
+        seed: Seeds the reconnect jitter, for repeatable tests.
+
+    Raises:
+        SourceConnectionError: The device cannot be opened, or has no video.
     """
 
     def __init__(
@@ -349,12 +400,13 @@ class CameraSource(LiveSource):
         device: str,
         source_id: str,
         *,
-        format: str = "v4l2",
+        format: str = "v4l2",  # noqa: A002 - public keyword, named after av.open's and FFmpeg's `format`
         size: str | None = None,
         fps: float | None = None,
-        settings: StreamSettings = StreamSettings(),
+        settings: StreamSettings | None = None,
         seed: int | None = None,
     ) -> None:
+        settings = settings if settings is not None else StreamSettings()
         self.device, self.format = device, format
         self.options: dict[str, str] = {}
         if size:
@@ -375,8 +427,9 @@ class CameraSource(LiveSource):
 
 
 def _in_background(open_it: Callable[[], T]) -> T:
-    """Run a blocking open in a daemon thread while this thread waits in short slices, so Ctrl-C
-    is taken at once: inside av.open the interrupt is held off until the open times out.
+    """Run a blocking open in a daemon thread while this thread waits in short slices.
+
+    So Ctrl-C is taken at once: inside av.open the interrupt is held off until the open times out.
     """
     done = threading.Event()
     outcome: list = []

@@ -56,6 +56,7 @@ class Redactor:
         self._secrets = secrets_of(url)
 
     def __call__(self, text: str) -> str:
+        """`text` with the URL shown redacted and every secret of it masked, safe to print or log."""
         text = text.replace(self.url, self.display)
         for secret in self._secrets:
             text = text.replace(secret, MASK)

@@ -1,5 +1,7 @@
-"""Shared fixtures: paths into ../shared (real clips, DAVIS frames, the stand-in model) and one
-loaded segmenter for the whole session (loading costs seconds).
+"""Shared fixtures: paths into ../shared, and one segmenter loaded for the whole session.
+
+The paths lead to the real clips, DAVIS frames and the stand-in model; the segmenter is loaded
+once because loading costs seconds.
 """
 
 from __future__ import annotations

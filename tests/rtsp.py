@@ -280,7 +280,7 @@ class RtspServer:
     def __del__(self) -> None:
         try:
             self._reap()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a finalizer, maybe at interpreter exit: best effort, it must not raise
             pass
 
 

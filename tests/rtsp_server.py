@@ -9,12 +9,12 @@ hand::
         --port 8554 --width 320 --height 240 --loop
 
 The clip is decoded, optionally scaled, re-encoded with x264 (zero latency, no B-frames, one slice
-per frame, a key frame every ``--key-int`` frames, SPS/PPS in front of every key frame) and sent at the clip's own frame rate (the RTSP media's sinks
-sync on the pipeline clock). With ``--loop`` the clip repeats forever with continuous timestamps:
-the end-of-stream from the decoder is dropped, the decoder is seeked back to the start, and the
-running time of the new pass is shifted to follow the previous one (``Gst.Pad.set_offset``), so a
-client sees one endless stream. Without ``--loop`` the stream ends with the clip (the client gets
-an RTCP BYE and its demuxer reports end of file).
+per frame, a key frame every ``--key-int`` frames, SPS/PPS in front of every key frame) and sent at
+the clip's own frame rate (the RTSP media's sinks sync on the pipeline clock). With ``--loop`` the
+clip repeats forever with continuous timestamps: the end-of-stream from the decoder is dropped, the
+decoder is seeked back to the start, and the running time of the new pass is shifted to follow the
+previous one (``Gst.Pad.set_offset``), so a client sees one endless stream. Without ``--loop`` the
+stream ends with the clip (the client gets an RTCP BYE and its demuxer reports end of file).
 
 One line ``READY rtsp://127.0.0.1:PORT/PATH`` is printed to stdout (flushed) once the server is
 listening; with ``--port 0`` the system picks the port and the line says which. SIGTERM and SIGINT

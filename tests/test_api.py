@@ -139,8 +139,9 @@ def test_close_finalises_an_abandoned_iteration_and_a_pipeline_runs_once(videos)
 
 
 def test_leaving_the_loop_without_close_still_exits_cleanly(weights, videos, tmp_path):
-    """A script that breaks out of the loop and ends: the run is closed at exit, so no thread dies
-    inside torch or FFmpeg (which aborts the interpreter) and the sinks are finalised.
+    """A script that breaks out of the loop and ends: the run is closed at exit.
+
+    So no thread dies inside torch or FFmpeg (which aborts the interpreter) and the sinks are finalised.
     """
     import subprocess
     import sys

@@ -1,5 +1,6 @@
-"""The `fastsam-stream` command as a user runs it: real clip in, tracks.jsonl and annotated.mp4 out;
-bad input gives one line on stderr and a non-zero exit, never a traceback.
+"""The `fastsam-stream` command as a user runs it: real clip in, tracks.jsonl and annotated.mp4 out.
+
+Bad input gives one line on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ from fastsam_stream.errors import ConfigError
 
 
 def test_default_yaml_is_written_from_the_settings_and_loads_as_the_defaults():
-    """configs/default.yaml is generated (`fastsam-stream config`): every default and description
-    lives in one place, the settings' Fields.
+    """configs/default.yaml is generated (`fastsam-stream config`).
+
+    Every default and description lives in one place, the settings' Fields.
     """
     text = (CONFIG_DIR / "default.yaml").read_text()
     assert text == default_yaml(), "configs/default.yaml is stale: run `fastsam-stream config > configs/default.yaml`"

@@ -1,11 +1,15 @@
-"""The control interface (issue #5): a running pipeline on a real clip is re-prompted mid-run, and
+"""The control interface (issue #5): a running pipeline on a real clip is re-prompted mid-run.
+
 tracks.jsonl / events.jsonl show the change from the requested frame on.
 
 Everything is real: the carphone clip, the stand-in model, HTTP on 127.0.0.1 through urllib, and
 the installed console script in a subprocess. Nothing sleeps or measures time. In-process, the
 commands are posted from a sink, i.e. from the pipeline's own thread while it handles frame N: the
 server has queued the command when the reply comes, and frame N+1 is only looked at after every
-sink has had frame N, so a command without a frame applies on frame N+1 exactly.
+sink has had frame N, so a command without a frame applies on frame N+1 exactly. The command line
+reads the clip from a server in the test that holds back the frame a command names until the
+command is known to be queued (see "the command line" below): no outcome depends on the speed of
+the machine.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ import http.client
 import json
 import socket
 import subprocess
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO
 
+import av
 import numpy as np
 import pytest
 
@@ -27,6 +35,7 @@ import fastsam_stream as fs
 from fastsam_stream.errors import PromptError
 from fastsam_stream.pipeline.control import ControlServer, parse_command
 from fastsam_stream.sinks import EventLogSink, JsonlSink, decode_rle
+from fastsam_stream.sources import default_id
 
 CLIP = "carphone_pristine.mp4"  # 176x144, 120 frames
 SOURCE = "carphone_pristine"
@@ -42,8 +51,10 @@ APPLIED_FRAME = CHANGE_FRAME + 1
 
 
 def _http(method: str, url: str, body: object = None) -> tuple[int, str]:
-    """(status, body text) of one request; status 0 when no reply came (recorded, not raised, so a
-    failing request inside the pipeline's thread does not end the run the other checks need).
+    """(status, body text) of one request; status 0 when no reply came.
+
+    A failure is recorded, not raised, so a failing request inside the pipeline's thread does not
+    end the run the other checks need.
     """
     data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
@@ -80,8 +91,9 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _second_object(result: fs.FrameResult) -> list[float]:
-    """The box of the most confident instance of this frame that is not the target and hardly
-    overlaps it (on carphone: the hand with the phone): a box prompt on it selects that instance.
+    """The box of this frame's most confident instance that is not the target and hardly overlaps it.
+
+    On carphone: the hand with the phone. A box prompt on it selects that instance.
     """
     target_rows = {r for rows in result.target_rows.values() for r in rows}
     target_box = result.instances.boxes[min(target_rows)]
@@ -113,8 +125,10 @@ class _Run:
 def _run_scripted(
     segmenter, videos: Path, out: Path, script: Callable[[fs.FrameResult, ControlServer, _Run], None], stop_at: int
 ) -> _Run:
-    """Run the clip with the person as target and a control server; `script` is called in the
-    pipeline's thread on every frame. The run stops after frame `stop_at` (the rest adds nothing).
+    """Run the clip with the person as target and a control server.
+
+    `script` is called in the pipeline's thread on every frame. The run stops after frame
+    `stop_at` (the rest adds nothing).
     """
     run = _Run([], [])
 
@@ -357,13 +371,156 @@ def test_replace_is_one_event_adding_the_new_id_and_dropping_the_old(replace_run
 
 
 # --- the command line ----------------------------------------------------------------------------
+#
+# The run reads the clip over HTTP from a server in this test that holds back the bytes of the
+# frame a command names until the test knows the command is queued: the run cannot reach that
+# frame earlier, however fast the machine, and a slow machine only waits longer. The clip is the
+# same packets as CLIP, remuxed with its index first (a file served for progressive download), so
+# the decoded frames are CLIP's; its container knows its duration, so the run reads it as a
+# recording: every frame, in order, and the end of the file is the end of the run.
+
+HANG_S = 300  # only stops a hang: a run of the clip takes seconds even on a slow, busy machine
 
 
-def _cli_args(cli: list[str], weights: Path, videos: Path, out: Path, *extra: str) -> list[str]:
+@dataclass(frozen=True)
+class _Served:
+    """CLIP as the server sends it: the bytes, and where each frame's packet starts."""
+
+    data: bytes
+    packets: list[tuple[int, int]]  # (frame index in display order, byte offset of its packet)
+
+    def bytes_before(self, frame: int) -> int:
+        """Where the first packet of `frame` or a later frame starts.
+
+        The bytes before it hold only packets of earlier frames (B-frames put a packet ahead of
+        frames shown before it), so a reader given only those cannot decode `frame`.
+        """
+        return min(offset for index, offset in self.packets if index >= frame)
+
+
+@pytest.fixture(scope="module")
+def served(videos, tmp_path_factory) -> _Served:
+    path = tmp_path_factory.mktemp("served") / CLIP
+    with av.open(str(videos / CLIP)) as src, av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        in_stream = src.streams.video[0]
+        out_stream = out.add_stream_from_template(in_stream)
+        for packet in src.demux(in_stream):
+            if packet.dts is not None:  # not the demuxer's flush packet
+                packet.stream = out_stream
+                out.mux(packet)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frame_ticks = 1 / (stream.average_rate * stream.time_base)  # pts units per frame
+        packets = [(round(p.pts / frame_ticks), p.pos) for p in container.demux(stream) if p.dts is not None]
+    assert sorted(index for index, _ in packets) == list(range(120)), packets
+    return _Served(path.read_bytes(), packets)
+
+
+class _GatedServer:
+    """Serves `clip` on 127.0.0.1; each reply stops before frame `gate`'s packets until `release()`."""
+
+    def __init__(self, clip: _Served, gate: int) -> None:
+        self.requests: list[str] = []
+        self._released = threading.Event()
+        held = clip.bytes_before(gate)
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                owner.requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Content-Length", str(len(clip.data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(clip.data[:held])
+                    owner._released.wait(HANG_S)
+                    self.wfile.write(clip.data[held:])
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the run ended early (a failure the test reports); nothing to serve
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/{CLIP}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __enter__(self) -> _GatedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()  # never leave a reply waiting
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Cli:
+    """The console script in a subprocess, its stderr read line by line in a thread.
+
+    The test can wait for a line while the run goes on; `finish()` waits for the end and returns
+    (stdout, all of stderr).
+    """
+
+    def __init__(self, args: list[str], stdin: IO[str] | int = subprocess.DEVNULL) -> None:
+        self.process = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._lines: list[str] = []
+        self._ended = False
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, text: str) -> str | None:
+        """The first stderr line containing `text`; None if stderr ends (the run is over) without one."""
+
+        def found() -> str | None:
+            return next((line for line in self._lines if text in line), None)
+
+        with self._changed:
+            self._changed.wait_for(lambda: found() is not None or self._ended, timeout=HANG_S)
+            return found()
+
+    @property
+    def stderr(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    def finish(self) -> tuple[str, str]:
+        self.process.wait(timeout=HANG_S)  # stdout is one line: its pipe cannot fill and block the run
+        stdout = self.process.stdout.read()
+        self._reader.join(timeout=HANG_S)
+        return stdout, self.stderr
+
+    def __enter__(self) -> _Cli:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+
+
+def _cli_args(cli: list[str], weights: Path, source: str, out: Path, *extra: str) -> list[str]:
     return [
         *cli,
         "run",
-        str(videos / CLIP),
+        source,
+        "--read-timeout",  # the server holds the stream while the test waits: only a hang may time out
+        str(HANG_S),
         "--weights",
         str(weights),
         "--device",
@@ -387,9 +544,14 @@ def _added_from(lines: list[dict], frame: int) -> int:
     return new.pop()
 
 
-def test_cli_stdin_commands_apply_on_their_frames(cli, weights, videos, tmp_path):
+def _lines_written(path: Path) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def test_cli_stdin_commands_apply_on_their_frames(cli, weights, served, tmp_path):
     out = tmp_path / "out"
-    commands = (
+    commands = tmp_path / "commands.jsonl"
+    commands.write_text(
         "\n".join(
             [
                 json.dumps({"op": "add", "box": [float(v) for v in HAND.split(",")], "frame": 40}),
@@ -399,20 +561,25 @@ def test_cli_stdin_commands_apply_on_their_frames(cli, weights, videos, tmp_path
         )
         + "\n"
     )
-    # The three lines are written and stdin closed right after the start, while the model loads;
-    # the reader thread starts before the first frame and queues them long before frame 40 (a
-    # late command would apply later than its frame, and the checks below would say so).
-    done = subprocess.run(
-        _cli_args(cli, weights, videos, out, "--control-stdin"),
-        input=commands,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr, done.stderr
-    warnings = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(warnings) == 1 and "bad command" in warnings[0], done.stderr
+    # The commands are in stdin before the run starts, and the reader takes them in order, so the
+    # warning for the third means the first two are queued. Until the test sees it, the server
+    # holds frame 40 back: both commands are queued before their frames, whatever the speed.
+    with (
+        _GatedServer(served, gate=40) as server,
+        commands.open() as stdin,
+        _Cli(_cli_args(cli, weights, server.url, out, "--control-stdin"), stdin=stdin) as run,
+    ):
+        warning = run.wait_for("bad command")
+        written = _lines_written(out / "tracks.jsonl")
+        server.release()
+        stdout, stderr = run.finish()
+    assert warning is not None, stderr
+    assert written <= 40, f"frame 40 was held back, yet {written} lines were written"
+    assert run.process.returncode == 0, stderr
+    assert stdout.startswith("done: 120 frames") and "Traceback" not in stderr, stderr
+    warnings = [line for line in stderr.splitlines() if line.strip()]
+    assert warnings == [warning.rstrip("\n")], stderr
+    assert server.requests == [f"/{CLIP}"]  # read once, as a recording: no reconnect replayed a frame
 
     lines = _read_jsonl(out / "tracks.jsonl")
     assert [line["frame"] for line in lines] == list(range(120))
@@ -433,54 +600,35 @@ def test_cli_stdin_commands_apply_on_their_frames(cli, weights, videos, tmp_path
     assert [(e["added"], e["dropped"]) for e in changed] == [([1], []), ([hand], []), ([], [1])], changed
 
 
-def _control_url(stderr) -> tuple[str | None, list[str]]:
-    """Read stderr up to the control line; (its URL, the lines read). None at the end of stderr
-    (the process ended without one), so no deadline of our own is needed.
-    """
-    seen = []
-    for line in stderr:
-        seen.append(line)
-        if line.startswith("control: POST JSON commands to "):
-            return line.split(" to ", 1)[1].split()[0].removesuffix("/commands"), seen
-    return None, seen
-
-
-def _lines_written(path: Path) -> int:
-    return path.read_text().count("\n") if path.exists() else 0
-
-
-def test_cli_control_port_replaces_the_target_on_the_requested_frame(cli, weights, videos, tmp_path):
+def test_cli_control_port_replaces_the_target_on_the_requested_frame(cli, weights, served, tmp_path):
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        _cli_args(cli, weights, videos, out, "--control-port", "0"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url, seen = _control_url(process.stderr)
-        assert url is not None and url.startswith("http://127.0.0.1:"), "".join(seen)
-        # The URL line is printed before the first frame is read, and the command names frame 60:
-        # it is queued within milliseconds while 60 frames take seconds. That is not assumed but
-        # checked: tracks.jsonl is flushed per frame and written before the next frame's changes
-        # are looked at, so fewer than 60 lines after the 202 means frame 60 will see the command.
+    with (
+        _GatedServer(served, gate=60) as server,
+        _Cli(_cli_args(cli, weights, server.url, out, "--control-port", "0")) as run,
+    ):
+        line = run.wait_for("control: POST JSON commands to ")
+        assert line is not None, run.stderr
+        url = line.split(" to ", 1)[1].split()[0].removesuffix("/commands")
+        assert url.startswith("http://127.0.0.1:"), line
+        # The server holds frame 60 back until the reply to the command has come: it is queued
+        # before frame 60, whatever the speed.
         replace = _http(
             "POST", url + "/commands", {"op": "replace", "box": [float(v) for v in HAND.split(",")], "frame": 60}
         )
         targets = _http("GET", url + "/targets")
         written = _lines_written(out / "tracks.jsonl")
-        stdout, stderr = process.communicate(timeout=300)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, stderr
+        server.release()
+        stdout, stderr = run.finish()
+    assert run.process.returncode == 0, stderr
     assert replace[0] == 202, replace
-    assert written < 60, f"the clip was at frame {written} when the command was queued: too late to test frame 60"
-    assert targets[0] == 200 and set(json.loads(targets[1])[SOURCE]) <= {1}, targets  # before frame 60 (maybe before 0)
-    assert stdout.startswith("done: 120 frames") and "Traceback" not in stderr
+    assert written <= 60, f"frame 60 was held back, yet {written} lines were written"
+    source = default_id(server.url)
+    assert targets[0] == 200, targets
+    assert set(json.loads(targets[1])) == {source} and set(json.loads(targets[1])[source]) <= {1}, targets
+    assert stdout.startswith("done: 120 frames") and "Traceback" not in stderr, stderr
 
     lines = _read_jsonl(out / "tracks.jsonl")
+    assert [line["frame"] for line in lines] == list(range(120))
     assert all(_targets(line) == {1} for line in lines[:60])
     hand = _added_from(lines, 60)
     assert hand != 1 and "mask" in _listed(lines[60], hand)
@@ -496,10 +644,10 @@ def test_cli_control_port_already_taken_is_one_line(cli, weights, videos, tmp_pa
         taken.listen()
         port = taken.getsockname()[1]
         done = subprocess.run(
-            _cli_args(cli, weights, videos, tmp_path / "out", "--control-port", str(port)),
+            _cli_args(cli, weights, str(videos / CLIP), tmp_path / "out", "--control-port", str(port)),
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=HANG_S,
         )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr

@@ -283,7 +283,7 @@ def test_prompt_default_is_empty():
 
 
 def track(
-    id: int,
+    track_id: int,
     state: TrackState = TrackState.TRACKED,
     *,
     target: bool = False,
@@ -292,7 +292,7 @@ def track(
     score: float = 0.5,
 ) -> Track:
     lost = 0 if state is TrackState.TRACKED else 1
-    return Track(id=id, box=box, score=score, state=state, age=3, frames_lost=lost, is_target=target, row=row)
+    return Track(id=track_id, box=box, score=score, state=state, age=3, frames_lost=lost, is_target=target, row=row)
 
 
 def two_masked_instances() -> tuple[Instances, np.ndarray]:

@@ -1,10 +1,12 @@
-"""The ONNX Runtime engine against the PyTorch one, on real frames with the real (stand-in) model:
-an export made by `fastsam-stream export`, and the shared static int8 export (fixed 1×3×320×320).
-Also: a frame's result does not depend on what else shared its batch.
+"""The ONNX Runtime engine against the PyTorch one, on real frames with the real (stand-in) model.
+
+The engines: an export made by `fastsam-stream export`, and the shared static int8 export (fixed
+1×3×320×320). Also: a frame's result does not depend on what else shared its batch.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 
@@ -41,7 +43,7 @@ def onnx_segmenter(exported):
 
 def _vtest_frames(videos, count: int) -> list[Frame]:
     with av.open(str(videos / "vtest.avi")) as container:
-        images = [f.to_ndarray(format="bgr24") for _, f in zip(range(count), container.decode(video=0))]
+        images = [f.to_ndarray(format="bgr24") for f in itertools.islice(container.decode(video=0), count)]
     return [Frame(image, "vtest", i, i / 10, 0.0) for i, image in enumerate(images)]
 
 
@@ -53,12 +55,12 @@ def test_onnx_runtime_matches_pytorch_on_real_frames(onnx_segmenter, segmenter, 
     frames = _vtest_frames(videos, 3) + [
         Frame(cv2.imread(str(davis / "JPEGImages/480p/dog/00000.jpg")), "dog", 0, 0.0, 0.0)
     ]
-    for frame, theirs, ours in zip(frames, segmenter.segment(frames), onnx_segmenter.segment(frames)):
+    for theirs, ours in zip(segmenter.segment(frames), onnx_segmenter.segment(frames), strict=True):
         assert len(ours) == len(theirs) >= 1
         np.testing.assert_allclose(ours.boxes, theirs.boxes, atol=0.5)
         np.testing.assert_allclose(ours.scores, theirs.scores, atol=0.01)
         np.testing.assert_array_equal(ours.class_ids, theirs.class_ids)
-        assert min(_mask_iou(a, b) for a, b in zip(ours.masks(), theirs.masks())) > 0.98
+        assert min(_mask_iou(a, b) for a, b in zip(ours.masks(), theirs.masks(), strict=True)) > 0.98
     assert onnx_segmenter.class_names[0] == "person" and onnx_segmenter.stride == 32
 
 
@@ -70,7 +72,7 @@ def test_a_static_int8_export_runs_at_its_own_size(weights, videos):
     static = UltralyticsSegmenter(SegmenterSettings(weights=str(path), device="cpu", conf=0.25))
     assert static.engine.fixed_input == (1, 320, 320)
     with av.open(str(videos / "carphone_pristine.mp4")) as container:
-        images = [f.to_ndarray(format="bgr24") for _, f in zip(range(3), container.decode(video=0))]
+        images = [f.to_ndarray(format="bgr24") for f in itertools.islice(container.decode(video=0), 3)]
     results = static.segment([Frame(image, "carphone", i, 0.0, 0.0) for i, image in enumerate(images)])
     assert len(results) == 3
     for instances in results:  # the driver, in source pixels
@@ -81,22 +83,24 @@ def test_a_static_int8_export_runs_at_its_own_size(weights, videos):
 
 
 def test_a_frames_result_does_not_depend_on_its_batch(onnx_segmenter, videos, davis):
-    """Frames of different sizes in one batch are segmented in groups of one size, each at its own
-    minimal letterbox: the same result as alone.
+    """Frames of different sizes in one batch are segmented in groups of one size.
+
+    Each group at its own minimal letterbox: the same result as alone.
     """
     vtest = _vtest_frames(videos, 2)
     dog = Frame(cv2.imread(str(davis / "JPEGImages/480p/dog/00000.jpg")), "dog", 0, 0.0, 0.0)
     mixed = onnx_segmenter.segment([vtest[0], dog, vtest[1]])
     alone = [onnx_segmenter.segment([f])[0] for f in (vtest[0], dog, vtest[1])]
-    for together, single in zip(mixed, alone):
+    for together, single in zip(mixed, alone, strict=True):
         assert len(together) == len(single)
         np.testing.assert_allclose(together.boxes, single.boxes, atol=1e-3)
         np.testing.assert_allclose(together.scores, single.scores, atol=1e-4)
 
 
 def test_letterboxing_on_the_device_matches_opencv(segmenter, videos):
-    """The GPU path's letterbox (torch ops, here run on the CPU) against the OpenCV one, and the
-    whole segmenter through that path: the same instances.
+    """The GPU path's letterbox (torch ops, here run on the CPU) against the OpenCV one.
+
+    And the whole segmenter through that path: the same instances.
     """
     import torch
 
@@ -116,7 +120,7 @@ def test_letterboxing_on_the_device_matches_opencv(segmenter, videos):
         on_device = segmenter.segment(frames)
     finally:
         segmenter.preprocess_on_device = False
-    for a, b in zip(on_device, on_host):
+    for a, b in zip(on_device, on_host, strict=True):
         assert len(a) == len(b)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=2.0)
 

@@ -1,5 +1,7 @@
-"""`fastsam-stream eval davis|sot|mot`: the dataset readers, the prompts taken from ground truth,
-and whole runs of the real pipeline and stand-in model on the real data in ../shared/eval.
+"""`fastsam-stream eval davis|sot|mot`.
+
+The dataset readers, the prompts taken from ground truth, and whole runs of the real pipeline and
+stand-in model on the real data in ../shared/eval.
 """
 
 from __future__ import annotations

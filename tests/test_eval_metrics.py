@@ -1,5 +1,7 @@
-"""The benchmark metrics against cases worked out by hand (DAVIS J/F, OTB success/precision), and
-TrackEval's HOTA/IDF1/MOTA on tiny hand-made MOTChallenge files.
+"""The benchmark metrics against cases worked out by hand.
+
+DAVIS J/F and OTB success/precision, and TrackEval's HOTA/IDF1/MOTA on tiny hand-made
+MOTChallenge files.
 """
 
 from __future__ import annotations
@@ -161,8 +163,10 @@ A, B, FAR = (100, 100, 50, 100), (300, 100, 50, 100), (600, 400, 50, 50)
 
 
 def write_mot(tmp_path, gt_rows: list[tuple], result_rows: list[tuple], frames: int = 4) -> dict:
-    """Gt rows (frame, id, box) as MOT17 pedestrians (class 1, considered, visible); result rows
-    in the 10-field results format; TrackEval's layout under tmp_path.
+    """TrackEval's layout under tmp_path, with these ground-truth and result rows.
+
+    Gt rows (frame, id, box) as MOT17 pedestrians (class 1, considered, visible); result rows in
+    the 10-field results format.
     """
     gt = tmp_path / "gt" / "SEQ" / "gt" / "gt.txt"
     gt.parent.mkdir(parents=True)

@@ -1,7 +1,9 @@
-"""HTTP(S) and HLS streams through `open_source`: a real stdlib web server on 127.0.0.1 serving a
-real clip (progressive download) and an HLS playlist cut from it with PyAV's `hls` muxer, decoded
-by PyAV as a live StreamSource. The end of the file is a lost stream (a live source replays it on
-reconnect); a server that goes away makes the source give up. Loopback only; every wait is bounded.
+"""HTTP(S) and HLS streams through `open_source`, from a real stdlib web server on 127.0.0.1.
+
+It serves a real clip (progressive download) and an HLS playlist cut from it with PyAV's `hls`
+muxer, decoded by PyAV as a live StreamSource. The end of the file is a lost stream (a live source
+replays it on reconnect); a server that goes away makes the source give up. Loopback only; every
+wait is bounded.
 
 Nothing here bounds how long a step takes on this machine: the server logs every request, so
 "opening reads only the playlist and its first segment" or "a wrong path is asked for once" is
@@ -11,6 +13,7 @@ a fact about the requests, not about seconds. The deadlines that remain (HANG_S)
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
 from contextlib import contextmanager
@@ -105,10 +108,11 @@ def clip(videos) -> Path:
 
 @pytest.fixture(scope="module")
 def web_root(clip, tmp_path_factory) -> Path:
-    """The clip as a web server would host it for progressive download: the same packets, remuxed
-    with its index (moov) first. carphone_pristine.mp4 keeps its moov at the end, which a reader
-    can only reach by seeking, and http.server does not answer Range requests: served as it is,
-    FFmpeg opens it and then fails the first read ("Input/output error").
+    """The clip as a web server would host it for progressive download.
+
+    The same packets, remuxed with its index (moov) first. carphone_pristine.mp4 keeps its moov at
+    the end, which a reader can only reach by seeking, and http.server does not answer Range
+    requests: served as it is, FFmpeg opens it and then fails the first read ("Input/output error").
     """
     root = tmp_path_factory.mktemp("web")
     with av.open(str(clip)) as src, av.open(str(root / CLIP), "w", options={"movflags": "faststart"}) as out:
@@ -124,8 +128,10 @@ def web_root(clip, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def hls_root(clip, tmp_path_factory) -> Path:
-    """An HLS VOD playlist with ~1 s MPEG-TS segments, made by PyAV's hls muxer from the clip's
-    frames re-encoded with libx264 (the clip has a single keyframe, so a remux would be one segment).
+    """An HLS VOD playlist with ~1 s MPEG-TS segments, made by PyAV's hls muxer.
+
+    From the clip's frames re-encoded with libx264 (the clip has a single keyframe, so a remux
+    would be one segment).
     """
     if "libx264" not in av.codecs_available:
         pytest.fail("PyAV has no libx264 encoder: the HLS test needs it to cut segments")
@@ -161,8 +167,9 @@ def _collapse(kinds: list[str]) -> list[str]:
 
 
 def test_an_http_file_is_read_once_like_a_file(web_root, clip):
-    """A URL whose container knows its duration is a recording: every frame, no drop policy, and
-    its end is the end (no lost stream, no replay).
+    """A URL whose container knows its duration is a recording.
+
+    Every frame, no drop policy, and its end is the end (no lost stream, no replay).
     """
     with serving(web_root) as server:
         source = open_source(server.url(CLIP), stream=_settings(max_attempts=None))
@@ -175,8 +182,9 @@ def test_an_http_file_is_read_once_like_a_file(web_root, clip):
 
 
 def test_a_live_http_stream_replays_on_reconnect_and_gives_up_when_the_server_goes(web_root, clip):
-    """The same URL forced live (`source.live: true`, e.g. a camera that serves a file in a loop):
-    its end is a lost stream, the reconnect plays it again, and a server gone makes it give up.
+    """The same URL forced live (`source.live: true`, e.g. a camera that serves a file in a loop).
+
+    Its end is a lost stream, the reconnect plays it again, and a server gone makes it give up.
     """
     max_attempts = 3
     with serving(web_root) as server:
@@ -275,7 +283,7 @@ def test_hls_playlist_over_http_delivers_every_frame_before_the_stream_ends(hls_
     errors = [np.abs(f.image.astype(np.int16) - expected[f.index]).mean() for f in frames]
     assert max(errors) < 5, f"worst mean abs difference {max(errors):.2f}"
     shifted = [np.abs(f.image.astype(np.int16) - expected[(f.index + 15) % CLIP_FRAMES]).mean() for f in frames]
-    assert all(e < s for e, s in zip(errors, shifted))
+    assert all(e < s for e, s in zip(errors, shifted, strict=True))
 
 
 @pytest.mark.parametrize("userinfo", ["", "user:secret"])
@@ -322,8 +330,9 @@ def test_a_closed_http_port_fails_at_open(web_root):
 
 
 def test_an_http_stream_that_stalls_is_lost_after_the_read_timeout(web_root, clip):
-    """The server sends half the file and then holds the connection open, sending nothing: no
-    error and no end of file, only silence, which the read timeout turns into a lost stream.
+    """The server sends half the file and then holds the connection open, sending nothing.
+
+    No error and no end of file, only silence, which the read timeout turns into a lost stream.
     """
     data = (web_root / CLIP).read_bytes()
     release = threading.Event()
@@ -371,9 +380,11 @@ def test_an_http_stream_that_stalls_is_lost_after_the_read_timeout(web_root, cli
 
 
 def test_a_server_that_accepts_but_never_sends_a_frame_counts_as_failed_attempts(clip):
-    """The original clip keeps its index at the end and http.server cannot seek, so every
-    connection opens and then fails its first read. Those are failed attempts: backoff and
-    max_attempts apply, and the source gives up instead of 'reconnecting' in a tight loop.
+    """A clip that opens and then fails its first read, on every connection: the source gives up.
+
+    The original clip keeps its index at the end and http.server cannot seek, so every connection
+    opens and then fails its first read. Those are failed attempts: backoff and max_attempts apply,
+    and the source gives up instead of 'reconnecting' in a tight loop.
     """
     with serving(clip.parent) as server:
         source = open_source(server.url(CLIP), stream=_settings(max_attempts=3, live=True))
@@ -417,7 +428,7 @@ def test_pipeline_over_an_http_stream_segments_the_driver_and_gives_up_at_the_en
     kinds = [e.kind for e in recorder.events if e.kind is not EventKind.TARGETS_CHANGED]  # the prompt's own event
     assert kinds == [EventKind.CONNECTED, EventKind.LOST, EventKind.GAVE_UP]
     indexes = [r.frame.index for r in recorder.results]
-    assert all(b > a for a, b in zip(indexes, indexes[1:]))
+    assert all(b > a for a, b in itertools.pairwise(indexes))
     assert indexes[-1] == CLIP_FRAMES - 1  # dropping keeps the newest: the clip's last frame is segmented
     assert sum(r.dropped_before for r in recorder.results) == summary.dropped
     found = sum(r.target_found for r in recorder.results)

@@ -104,8 +104,9 @@ def test_events_between_frames_come_with_the_frame_they_precede():
 
 
 def test_take_hands_events_on_at_once_when_no_frame_is_waiting():
-    """With only an event waiting, take returns it rather than waiting for frames to fill a batch
-    (max_wait_s is an hour: a take that waited would still be running when the join gives up).
+    """With only an event waiting, take returns it rather than waiting for frames to fill a batch.
+
+    max_wait_s is an hour: a take that waited would still be running when the join gives up.
     """
     buffers, stop = intake(4, a=BLOCK, b=BLOCK)
     connected = event("a", 0, "connected")

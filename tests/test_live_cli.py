@@ -1,6 +1,7 @@
-"""The command line against live sources that misbehave at the start: a server that accepts the
-connection and never answers. Loopback only; every wait is bounded, and no bound is on this
-machine's speed: the waits below only stop a hang.
+"""The command line against live sources that misbehave at the start.
+
+A server that accepts the connection and never answers. Loopback only; every wait is bounded, and
+no bound is on this machine's speed: the waits below only stop a hang.
 """
 
 from __future__ import annotations

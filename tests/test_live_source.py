@@ -1,6 +1,7 @@
-"""The LiveSource state machine through real PyAV decoding, with no network: lavfi's `testsrc` is a
-short "camera" that ends after a few frames (a lost stream), and a scripted opener fails on demand
-between connections and comes back at another size.
+"""The LiveSource state machine through real PyAV decoding, with no network.
+
+lavfi's `testsrc` is a short "camera" that ends after a few frames (a lost stream), and a scripted
+opener fails on demand between connections and comes back at another size.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import errno
 import random
 import threading
 from fractions import Fraction
-from itertools import islice
+from itertools import islice, pairwise
 
 import av
 import pytest
@@ -42,9 +43,10 @@ def _unreachable() -> OSError:
 
 
 class ScriptedSource(LiveSource):
-    """Each connection attempt takes the next step of the script: (width, height) opens a real
-    lavfi test source of that size; an exception is raised as the attempt's failure. Once the
-    script is spent, every attempt is refused.
+    """Each connection attempt takes the next step of the script.
+
+    (width, height) opens a real lavfi test source of that size; an exception is raised as the
+    attempt's failure. Once the script is spent, every attempt is refused.
     """
 
     def __init__(self, script, reconnect: ReconnectPolicy, seed: int = 0) -> None:
@@ -63,8 +65,9 @@ class ScriptedSource(LiveSource):
 
 
 def _fast(max_attempts: int | None, stable_after_s: float = 0.0) -> ReconnectPolicy:
-    """No delays; by default every connection that delivered frames counts as a success (these
-    lavfi connections last 0.2 s, shorter than any real `stable_after_s`).
+    """No delays; by default every connection that delivered frames counts as a success.
+
+    These lavfi connections last 0.2 s, shorter than any real `stable_after_s`.
     """
     return ReconnectPolicy(initial_delay_s=0.0, jitter=0.0, max_attempts=max_attempts, stable_after_s=stable_after_s)
 
@@ -75,8 +78,9 @@ def _kinds(items) -> list[str]:
 
 @pytest.fixture
 def reconnecting_run():
-    """Connect at 64x48, lose it, two refused attempts, back at 32x24, lose it, three failed
-    attempts (max_attempts=3): gave up.
+    """Connect at 64x48, lose it, two refused attempts, back at 32x24, lose it: gave up.
+
+    The end is three failed attempts (max_attempts=3).
     """
     script = [(64, 48), _refused(), _refused(), (32, 24), _refused(), _refused(), _unreachable()]
     source = ScriptedSource(script, _fast(max_attempts=3))
@@ -125,13 +129,14 @@ def test_frame_indexes_keep_counting_across_a_reconnect(reconnecting_run):
 
 
 def test_pts_strictly_increase_across_a_reconnect(reconnecting_run):
-    """Lavfi delivers faster than real time, as a stream that bursts its buffer on connect does (HLS
-    segments, an RTSP server's GOP cache): the first connection's stream clock runs ahead of the
-    wall clock, and the second connection must still not start before the first one ended.
+    """Lavfi delivers faster than real time, as a stream that bursts its buffer on connect does.
+
+    (HLS segments, an RTSP server's GOP cache.) The first connection's stream clock runs ahead of
+    the wall clock, and the second connection must still not start before the first one ended.
     """
     _, items = reconnecting_run
     pts = [i.pts for i in items if isinstance(i, Frame)]
-    assert all(b > a for a, b in zip(pts, pts[1:])), pts
+    assert all(b > a for a, b in pairwise(pts)), pts
 
 
 def test_close_while_waiting_to_reconnect_stops_at_once_without_giving_up():
@@ -230,9 +235,10 @@ def test_open_source_lavfi_is_a_live_camera_that_connects_first():
 
 
 def test_a_flapping_stream_backs_off_and_gives_up():
-    """Every connection delivers frames and then drops at once (5 lavfi frames, far under `stable_after_s`):
-    each counts as a failed attempt, so the delays grow and max_attempts ends it, where a reset
-    on every success would retry at the first delay forever.
+    """Every connection delivers frames and then drops at once (5 lavfi frames, far under `stable_after_s`).
+
+    Each counts as a failed attempt, so the delays grow and max_attempts ends it, where a reset on
+    every success would retry at the first delay forever.
     """
     policy = ReconnectPolicy(initial_delay_s=0.0, jitter=0.0, max_attempts=3, stable_after_s=NEVER_S)
     source = ScriptedSource([(64, 48)] * 10, policy)
@@ -262,11 +268,12 @@ def test_delay_survives_thousands_of_attempts():
 
 def test_a_stream_clock_that_jumps_back_continues_the_timeline():
     """A discontinuity (HLS, an MPEG-TS wrap): the stream's pts fall back 1.6 s at frame 25.
+
     Our pts keep their 40 ms spacing instead of freezing until the stream clock catches up.
     """
     graph = "testsrc=size=32x24:rate=25:duration=2,setpts='if(lt(N,25),N,N-40)/25/TB'"
     source = open_source(f"lavfi:{graph}", stream=StreamSettings(reconnect=_fast(max_attempts=0)))
     pts = [item.pts for item in source.frames() if isinstance(item, Frame)]
-    steps = [b - a for a, b in zip(pts, pts[1:])]
+    steps = [b - a for a, b in pairwise(pts)]
     assert len(pts) == 50 and min(steps) > 0
     assert sorted(steps)[5] > 0.02  # at most a few frames bunched at the jump, not 40 of them

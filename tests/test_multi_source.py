@@ -265,7 +265,7 @@ class MissesFrame3(MiddleBox):
 
     def segment(self, frames):
         out = super().segment(frames)
-        return [Instances.empty(i.image_shape) if f.index == 3 else i for f, i in zip(frames, out)]
+        return [Instances.empty(i.image_shape) if f.index == 3 else i for f, i in zip(frames, out, strict=True)]
 
 
 def test_a_resolution_change_rescales_the_tracks_and_is_reported(tmp_path):
@@ -342,8 +342,10 @@ def test_the_cli_writes_each_sources_tracks_in_its_own_folder(cli, weights, vide
 
 
 def test_a_failing_source_ends_its_own_lane_and_the_error_comes_after_the_others_finish(videos, tmp_path):
-    """An unreadable image in one folder: that source stops there, the clip beside it runs to its
-    end and every sink is finalised, then the run raises the folder's error.
+    """An unreadable image in one folder: that source stops there, the others run to their end.
+
+    The clip beside it runs to its end and every sink is finalised, then the run raises the
+    folder's error.
     """
     folder = _image_folder(tmp_path)
     (folder / "img3.png").write_bytes(b"not a png")
@@ -377,9 +379,11 @@ def _records(path: Path) -> list[dict]:
 
 
 def test_four_real_sources_together_give_each_the_same_outputs_as_alone(weights, videos, davis, tmp_path):
-    """The real model, four file sources batched together (two DAVIS sequences of one size, so
-    their frames share forward passes): every source's tracks.jsonl matches its run alone, up to
-    float noise in the last digit: same frames, same ids, same states, boxes within 0.02 px.
+    """The real model, four file sources batched together: each one's tracks.jsonl is as when run alone.
+
+    Two DAVIS sequences are of one size, so their frames share forward passes. Every source's
+    tracks.jsonl matches its run alone, up to float noise in the last digit: same frames, same
+    ids, same states, boxes within 0.02 px.
     """
     from fastsam_stream.pipeline.segmenter import SegmenterSettings, UltralyticsSegmenter
 
@@ -405,11 +409,11 @@ def test_four_real_sources_together_give_each_the_same_outputs_as_alone(weights,
         fs.Pipeline(source(source_id), segmenter, sinks=[fs.JsonlSink(alone, masks="none")]).run()
         mine, reference = _records(together / f"{source_id}.jsonl"), _records(alone)
         assert [r["frame"] for r in mine] == [r["frame"] for r in reference]
-        for a, b in zip(mine, reference):
+        for a, b in zip(mine, reference, strict=True):
             assert [(t["id"], t["state"], t["target"]) for t in a["tracks"]] == [
                 (t["id"], t["state"], t["target"]) for t in b["tracks"]
             ], (source_id, a["frame"])
-            for ta, tb in zip(a["tracks"], b["tracks"]):
+            for ta, tb in zip(a["tracks"], b["tracks"], strict=True):
                 np.testing.assert_allclose(ta["box"], tb["box"], atol=0.02)
                 assert abs(ta["score"] - tb["score"]) <= 2e-4
 

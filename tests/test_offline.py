@@ -1,5 +1,7 @@
-"""Nothing is downloaded or pip-installed at run time: a whole run with every socket and every
-`pip` subprocess made to fail still succeeds, and asked for neither.
+"""Nothing is downloaded or pip-installed at run time.
+
+A whole run with every socket and every `pip` subprocess made to fail still succeeds, and asked
+for neither.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""The built wheel, installed into a clean environment, provides exactly one import name,
-`fastsam_stream`, and runs, even beside other packages called `trackers`, `pipeline` or `sources`.
+"""The built wheel, installed into a clean environment, provides exactly one import name.
+
+That name is `fastsam_stream`, and it runs, even beside other packages called `trackers`,
+`pipeline` or `sources`.
 """
 
 from __future__ import annotations
@@ -122,8 +124,9 @@ def test_wheel_holds_exactly_the_listed_modules(wheel):
 
 
 def test_every_module_imports_and_leaves_the_process_alive(clean_env):
-    """Importing a module must not do anything to the importing process (a timer, a signal, an exit):
-    each one is imported in a fresh interpreter that then has to stay alive for a few seconds.
+    """Importing a module must not do anything to the importing process (a timer, a signal, an exit).
+
+    Each one is imported in a fresh interpreter that then has to stay alive for a few seconds.
     """
     code = (
         "import importlib, sys, time\n"
@@ -146,8 +149,10 @@ def test_every_module_imports_and_leaves_the_process_alive(clean_env):
 
 @pytest.fixture(scope="module")
 def clean_env(wheel, tmp_path_factory) -> dict:
-    """A new venv with only our wheel installed; the dependencies (torch, ultralytics, ...) come
-    from this environment's site-packages through a .pth line, without its editable install.
+    """A new venv with only our wheel installed.
+
+    The dependencies (torch, ultralytics, ...) come from this environment's site-packages through
+    a .pth line, without its editable install.
     """
     root = tmp_path_factory.mktemp("clean")
     venv = root / "venv"

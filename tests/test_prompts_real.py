@@ -103,7 +103,7 @@ def _selected_mask(scene: Scene, rows: tuple[int, ...]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def scene(segmenter, davis):
-    """scene(sequence, index): that DAVIS frame, segmented once for the whole module."""
+    """A function of (sequence, index) giving that DAVIS frame, segmented once for the whole module."""
     cache: dict[tuple[str, int], Scene] = {}
 
     def get(sequence: str, index: int = 0) -> Scene:

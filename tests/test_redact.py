@@ -1,5 +1,7 @@
-"""Credentials never reach logs, errors or outputs: URL redaction, secret scrubbing of free text, and
-the error a user sees when a stream with a password in its URL cannot be reached.
+"""Credentials never reach logs, errors or outputs.
+
+URL redaction, secret scrubbing of free text, and the error a user sees when a stream with a
+password in its URL cannot be reached.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""Live RTSP end to end: a real GStreamer RTSP server on 127.0.0.1 serving a real clip, killed
-mid-stream and restarted (once at another resolution); the run reconnects each time, keeps the
-target's id, counts the gap, and finalises its outputs. Loopback only; every wait is bounded, and
-every bound on time is only there to stop a hang: what a run keeps of a live stream depends on the
-machine's speed, so what the tests compare is chosen by content (which clip frame a result shows),
-never by position in the run.
+"""Live RTSP end to end: a real GStreamer RTSP server on 127.0.0.1 serving a real clip.
+
+The server is killed mid-stream and restarted (once at another resolution); the run reconnects each
+time, keeps the target's id, counts the gap, and finalises its outputs. Loopback only; every wait is
+bounded, and every bound on time is only there to stop a hang: what a run keeps of a live stream
+depends on the machine's speed, so what the tests compare is chosen by content (which clip frame a
+result shows), never by position in the run.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -213,7 +215,9 @@ def test_stream_reconnects_after_kills_and_a_resolution_change_keeping_the_targe
             box = np.asarray(result.target.box, float) / scale
             best = max(there.instances.boxes, key=lambda b: _iou(box, b))
             matches.append((_iou(box, best), (box[2] - box[0]) / (best[2] - best[0])))
-        described = [(connection.clip_frame(r), round(i, 2), round(w, 2)) for r, (i, w) in zip(pairs, matches)]
+        described = [
+            (connection.clip_frame(r), round(i, 2), round(w, 2)) for r, (i, w) in zip(pairs, matches, strict=True)
+        ]
         message = f"{connection.size}: (clip frame, IoU, width ratio) {described}"
         assert np.median([i for i, _ in matches]) >= 0.7, message
         assert np.median([w for _, w in matches]) == pytest.approx(1, rel=0.2), message
@@ -222,11 +226,11 @@ def test_stream_reconnects_after_kills_and_a_resolution_change_keeping_the_targe
     lines = [json.loads(line) for line in (tmp_path / "tracks.jsonl").read_text().splitlines()]
     assert len(lines) == summary.frames == len(director.results)
     frames = [r["frame"] for r in lines]
-    assert frames[0] == 0 and all(b > a for a, b in zip(frames, frames[1:]))
-    assert [b - a - 1 for a, b in zip(frames, frames[1:])] == [r["dropped_before"] for r in lines[1:]]
+    assert frames[0] == 0 and all(b > a for a, b in itertools.pairwise(frames))
+    assert [b - a - 1 for a, b in itertools.pairwise(frames)] == [r["dropped_before"] for r in lines[1:]]
     assert sum(r["dropped_before"] for r in lines) == summary.dropped
     pts = [r["pts"] for r in lines]
-    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert all(b > a for a, b in itertools.pairwise(pts))
     # The outage shows as time: at each reconnect pts jumps by at least the outage.
     jumps = sorted(np.diff(pts))[-2:]
     assert min(jumps) >= min(e.outage_s for e in reconnected) - 1e-3
@@ -282,9 +286,10 @@ def _cli_run(cli, weights, out: Path, *sources: str, extra=()) -> subprocess.Pop
 def test_cli_with_a_stream_and_a_file_gives_up_cleanly_and_never_shows_the_password(
     carphone_server, cli, weights, videos, tmp_path
 ):
-    """Two sources in one run; the camera dies for good; the run ends with exit 3, every output
-    finalised, and the stream's password nowhere: not on the console (even with --debug), not in
-    any output file.
+    """Two sources in one run; the camera dies for good; the run ends with exit 3.
+
+    Every output is finalised, and the stream's password is nowhere: not on the console (even
+    with --debug), not in any output file.
     """
     url = carphone_server.url.replace("rtsp://", "rtsp://admin:hunter2@")
     proc = _cli_run(

@@ -1,5 +1,6 @@
-"""Changing targets while a pipeline runs (Pipeline.add_prompt / drop_targets), the logic only:
-a fake segmenter (one box in the middle of each frame) on real clips. What must hold: a change
+"""Changing targets while a pipeline runs (Pipeline.add_prompt / drop_targets), the logic only.
+
+A fake segmenter (one box in the middle of each frame) on real clips. What must hold: a change
 sent while running never ends the run and is never lost without a trace, a command is queued on
 all its sources or none, and the queue is bounded. (tests/test_control.py drives the same API
 over HTTP and stdin with the real model.)

@@ -38,13 +38,14 @@ def test_instances_are_in_source_pixels_and_masks_match_ultralytics_retina_masks
     np.testing.assert_allclose(ours.boxes, theirs.boxes.xyxy.numpy(), atol=1.0)
     masks = ours.masks()
     assert masks.shape == (len(ours), 480, 854) and masks.dtype == bool
-    for mine, reference in zip(masks, theirs.masks.data.numpy().astype(bool)):
+    for mine, reference in zip(masks, theirs.masks.data.numpy().astype(bool), strict=True):
         assert _mask_iou(mine, reference) > 0.98
 
 
 def test_small_object_masks_stay_within_a_boundary_pixel_of_ultralytics(segmenter, videos, weights):
-    """Vtest's pedestrians are ~30 px wide: one bilinear step instead of ultralytics' two moves
-    their boundaries by about a pixel, no more.
+    """Vtest's pedestrians are ~30 px wide: our masks stay within about a pixel of ultralytics'.
+
+    One bilinear step instead of ultralytics' two moves their boundaries by about a pixel, no more.
     """
     import av
     from ultralytics import YOLO
@@ -59,7 +60,7 @@ def test_small_object_masks_stay_within_a_boundary_pixel_of_ultralytics(segmente
         .astype(bool)
     )
     assert len(ours) == len(theirs) >= 3
-    ious = [_mask_iou(a, b) for a, b in zip(ours, theirs)]
+    ious = [_mask_iou(a, b) for a, b in zip(ours, theirs, strict=True)]
     assert min(ious) > 0.95, ious
 
 
@@ -90,7 +91,7 @@ def test_a_batch_of_frames_of_different_sizes_gives_each_frame_its_own_result(se
     assert [r.image_shape for r in together] == [(480, 854), (576, 768), (480, 854)]
     assert len(alone[0]) >= 1 and len(alone[1]) >= 3
     # mixed sizes use a square letterbox instead of the minimal one, so allow small differences
-    for batched, single in zip(together[:2], alone):
+    for batched, single in zip(together[:2], alone, strict=True):
         assert abs(len(batched) - len(single)) <= 1
         best = max(_mask_iou(batched.masks([0])[0], m) for m in single.masks())
         assert best > 0.9
@@ -132,9 +133,11 @@ def test_cuda_without_a_gpu_is_a_config_error(weights):
 
 
 def test_a_fastsam_shaped_checkpoint_loads_from_a_path(tmp_path, davis):
-    """FastSAM is YOLOv8-seg with one class. Its official weights cannot be fetched here, so this
-    builds that architecture from ultralytics' own yaml (random weights, nc=1), saves it in the
-    checkpoint format, and loads it through the same path as --weights.
+    """FastSAM is YOLOv8-seg with one class.
+
+    Its official weights cannot be fetched here, so this builds that architecture from
+    ultralytics' own yaml (random weights, nc=1), saves it in the checkpoint format, and loads it
+    through the same path as --weights.
     """
     import torch
     from ultralytics.nn.tasks import SegmentationModel

@@ -1,5 +1,7 @@
-"""Issue #6's quality bars, measured the way a user would: `fastsam-stream eval` with the default
-config (bytetrack) and the stand-in model at imgsz 640 on ../shared/eval.
+"""Issue #6's quality bars, measured the way a user would.
+
+That is `fastsam-stream eval` with the default config (bytetrack) and the stand-in model at
+imgsz 640 on ../shared/eval.
 
 For scale (from the issue): ultralytics alone with the same model and its ByteTrack reaches a
 mean J&F of 0.699 on these DAVIS sequences (0.24 on bmx-trees, 0.32 on breakdance, where it
