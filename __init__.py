@@ -4,116 +4,91 @@ from fastsam_stream import load_config, build_pipeline
 pipeline = build_pipeline(load_config(overrides={"sources": ["clip.mp4"], ...}))
 for result in pipeline:            # one FrameResult per frame, after the sinks have it
     result.target, result.target_mask
+
+The public names are imported on first use (PEP 562), so that importing the package, which the
+`fastsam-stream` command does before it can catch Ctrl-C, does not import torch.
 """
 
-from .assemble import build_pipeline, prompts_from
-from .config import Config, load_config
-from .core import (
-    DenseMasks,
-    EventKind,
-    Frame,
-    FrameResult,
-    Instances,
-    Prompt,
-    SourceEvent,
-    TargetChange,
-    Track,
-    TrackState,
-)
-from .errors import (
-    ConfigError,
-    FastSAMStreamError,
-    ModelError,
-    OutputError,
-    PromptError,
-    SourceConnectionError,
-    SourceError,
-)
-from .pipeline import (
-    BatchSettings,
-    Pipeline,
-    RunSummary,
-    Segmenter,
-    SegmenterSettings,
-    SourceSummary,
-    StagedSegmenter,
-    UltralyticsSegmenter,
-)
-from .pipeline.control import ControlServer, StdinControl
-from .sinks import EventLogSink, EventSink, JsonlSink, MotSink, Sink, VideoSink
-from .sources import (
-    CameraSource,
-    DropPolicy,
-    FileSource,
-    FolderSource,
-    ReconnectPolicy,
-    StreamSettings,
-    StreamSource,
-    open_source,
-)
-from .trackers import (
-    ByteTracker,
-    ByteTrackerSettings,
-    IoUTracker,
-    IoUTrackerSettings,
-    Tracker,
-    make_tracker,
-    tracker_names,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BatchSettings",
-    "ByteTracker",
-    "ByteTrackerSettings",
-    "CameraSource",
-    "Config",
-    "ConfigError",
-    "ControlServer",
-    "DenseMasks",
-    "DropPolicy",
-    "EventKind",
-    "EventLogSink",
-    "EventSink",
-    "FastSAMStreamError",
-    "FileSource",
-    "FolderSource",
-    "Frame",
-    "FrameResult",
-    "Instances",
-    "IoUTracker",
-    "IoUTrackerSettings",
-    "JsonlSink",
-    "ModelError",
-    "MotSink",
-    "OutputError",
-    "Pipeline",
-    "Prompt",
-    "PromptError",
-    "ReconnectPolicy",
-    "RunSummary",
-    "Segmenter",
-    "SegmenterSettings",
-    "SourceConnectionError",
-    "SourceError",
-    "SourceEvent",
-    "SourceSummary",
-    "StagedSegmenter",
-    "StreamSettings",
-    "Sink",
-    "StdinControl",
-    "StreamSource",
-    "TargetChange",
-    "Track",
-    "TrackState",
-    "Tracker",
-    "UltralyticsSegmenter",
-    "VideoSink",
-    "build_pipeline",
-    "load_config",
-    "make_tracker",
-    "open_source",
-    "prompts_from",
-    "tracker_names",
-]
+# Where each public name lives.
+_EXPORTS = {
+    ".assemble": ("build_pipeline", "prompts_from"),
+    ".config": ("Config", "load_config"),
+    ".core": (
+        "DenseMasks",
+        "EventKind",
+        "Frame",
+        "FrameResult",
+        "Instances",
+        "Prompt",
+        "SourceEvent",
+        "TargetChange",
+        "Track",
+        "TrackState",
+    ),
+    ".errors": (
+        "ConfigError",
+        "DiskFullError",
+        "FastSAMStreamError",
+        "ModelError",
+        "OutputError",
+        "PromptError",
+        "SourceConnectionError",
+        "SourceError",
+        "TornLineError",
+    ),
+    ".pipeline": (
+        "BatchSettings",
+        "Pipeline",
+        "RunSummary",
+        "Segmenter",
+        "SegmenterSettings",
+        "SourceSummary",
+        "StagedSegmenter",
+        "UltralyticsSegmenter",
+    ),
+    ".pipeline.control": ("ControlServer", "StdinControl"),
+    ".sinks": ("EventLogSink", "EventSink", "JsonlSink", "MotSink", "Sink", "VideoSink", "read_jsonl"),
+    ".sources": (
+        "CameraSource",
+        "DropPolicy",
+        "FileSource",
+        "FolderSource",
+        "ReconnectPolicy",
+        "StreamSettings",
+        "StreamSource",
+        "open_source",
+    ),
+    ".trackers": (
+        "ByteTracker",
+        "ByteTrackerSettings",
+        "IoUTracker",
+        "IoUTrackerSettings",
+        "Tracker",
+        "make_tracker",
+        "tracker_names",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

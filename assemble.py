@@ -9,20 +9,24 @@ DIR/events.jsonl; with several, the same files in DIR/<source id>/ for each.
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
 from .config import Config
 from .core import FrameResult, Prompt
-from .errors import ConfigError, OutputError
+from .errors import ConfigError, OutputError, error_reason
 from .pipeline import BatchSettings, Pipeline, UltralyticsSegmenter
 from .pipeline.prompts import TextScorer, check_source, read_mask
 from .pipeline.segmenter import resolve_device
 from .sinks import EventLogSink, JsonlSink, MotSink, Sink, VideoSink
 from .sources import Source, StreamSettings, default_id, open_source
 from .trackers import Tracker, make_tracker
+
+log = logging.getLogger(__name__)
 
 
 def prompts_from(config: Config) -> list[Prompt]:
@@ -87,6 +91,7 @@ def open_sources(config: Config) -> list[Source]:
                     stream=stream_settings(config),
                     camera_size=s.camera_size,
                     camera_fps=s.camera_fps,
+                    skip_bad_images=s.skip_bad_images,
                 )
             )
     except BaseException:
@@ -110,15 +115,86 @@ def check_prompt_sources(config: Config, source_ids: list[str]) -> None:
         check_source(prompt.source, source_ids)
 
 
+# What a run writes into its folder (with several sources, into one subfolder per source).
+OUTPUT_FILES = ("tracks.jsonl", "annotated.mp4", "events.jsonl", "mot.txt")
+# Below this much free space a run does not start: its first line or video packet would fail.
+MIN_FREE_BYTES = 16 << 20
+# Below this much it starts with a warning: about ten minutes of annotated 1080p video.
+LOW_FREE_BYTES = 1 << 30
+
+
 def prepare_output_dir(path: Path) -> Path:
-    """Create the output folder now, so that a bad --out fails before the model loads."""
+    """Create the output folder now, so that a bad --out fails before the model loads.
+
+    Args:
+        path: The folder.
+
+    Returns:
+        The folder, created.
+
+    Raises:
+        OutputError: It cannot be created or written, or its disk is full.
+    """
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create output folder {path}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot create output folder {path}: {error_reason(exc)}") from None
     if not os.access(path, os.W_OK):
         raise OutputError(f"output folder {path} is not writable")
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        raise OutputError(f"output folder {path}: disk full ({free / 2**20:.1f} MiB free); free some space first")
+    if free < LOW_FREE_BYTES:
+        log.warning("output folder %s has only %.0f MiB free: a long run may fill it", path, free / 2**20)
     return path
+
+
+def earlier_outputs(root: Path) -> list[Path]:
+    """This project's output files already in `root` or in its subfolders (one per source).
+
+    Args:
+        root: An output folder.
+
+    Returns:
+        The files found, sorted.
+    """
+    if not root.is_dir():
+        return []
+    found = [root / name for name in OUTPUT_FILES if (root / name).exists()]
+    for sub in root.iterdir():
+        if sub.is_dir():
+            found += [sub / name for name in OUTPUT_FILES if (sub / name).exists()]
+    return sorted(found)
+
+
+def claim_output_dir(root: Path, overwrite: bool) -> None:
+    """One run, one folder: refuse a folder holding an earlier run's outputs, unless `overwrite`.
+
+    With `overwrite`, those files (and only those) are removed first, so the run's outputs are never
+    mixed with another's.
+
+    Args:
+        root: The run's output folder.
+        overwrite: Replace an earlier run's outputs.
+
+    Raises:
+        OutputError: The folder holds outputs and `overwrite` is false, or they cannot be removed.
+    """
+    found = earlier_outputs(root)
+    if not found:
+        return
+    if not overwrite:
+        names = ", ".join(str(p.relative_to(root)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise OutputError(
+            f"output folder {root} already holds a run's outputs ({names}): choose another --out, "
+            "or pass --overwrite (output.overwrite: true) to replace them"
+        )
+    for path in found:
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise OutputError(f"cannot remove {path} to overwrite it: {error_reason(exc)}") from None
+    log.info("removed %d output files of an earlier run in %s", len(found), root)
 
 
 def default_sinks(config: Config, source: Source, several: bool = False) -> list[Sink]:
@@ -152,6 +228,8 @@ def build_pipeline(
     Prompts and CLIP are checked before the segmenter loads: a missing mask image or CLIP
     weights that cannot be had fail in a moment.
     """
+    if sinks is None:  # before anything connects: a reused folder fails at once
+        claim_output_dir(Path(config.output.dir), config.output.overwrite)
     if source is None:
         sources = open_sources(config)
     else:

@@ -51,6 +51,11 @@ class SourceConfig(StreamSettings):
     camera_size: str | None = Field(
         None, pattern=r"^[1-9][0-9]*x[1-9][0-9]*$", description="V4L2 capture size WIDTHxHEIGHT (default: the camera's)"
     )
+    skip_bad_images: bool = Field(
+        False,
+        description="image folders: skip a damaged or unreadable image with a warning (and count it) "
+        "instead of stopping the run",
+    )
     camera_fps: float | None = Field(None, gt=0, le=1000, description="V4L2 capture frame rate (default: the camera's)")
 
 
@@ -145,14 +150,22 @@ class OutputConfig(Settings):
     """What a run writes: config section `output`."""
 
     dir: str = Field(
-        "runs/fastsam-stream",
-        min_length=1,
-        description="output folder; with several sources, one folder per source inside it",
+        "runs/fastsam-stream", description="output folder; with several sources, one folder per source inside it"
+    )
+    overwrite: bool = Field(
+        False, description="replace an earlier run's outputs in dir (without it, a folder holding them is refused)"
     )
     video: bool = Field(True, description="write annotated.mp4")
     masks: Literal["target", "all", "none"] = Field("target", description="which tracks get RLE masks in tracks.jsonl")
     mot: bool = Field(False, description="also write mot.txt: every tracked instance in MOTChallenge format")
     quiet: bool = Field(False, description="no progress bar (it is also off when stderr is not a terminal)")
+
+    @field_validator("dir")
+    @classmethod
+    def _a_folder(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("give a folder: an empty name would write into the working folder")
+        return v
 
 
 class Config(Settings):
@@ -198,27 +211,47 @@ class Config(Settings):
         return v
 
 
-def one_line(error: ValidationError) -> str:
-    """The first problem of a validation error as one line naming its key (never echoing a source)."""
+def first_problem(error: ValidationError) -> tuple[str, str]:
+    """The key and the message of a validation error's first problem.
+
+    Args:
+        error: pydantic's error for a Config (or a section of one).
+
+    Returns:
+        (dotted key, "" for the whole value; the message, ending with the bad value unless the
+        value may be a URL with a password: sources and prompts are never echoed).
+    """
     first = error.errors()[0]
     loc = list(first["loc"])
     if loc[:1] == ["tracker"] and len(loc) > 1 and loc[1] in tracker_names():  # the union's tag, not a key
         del loc[1]
     key = ".".join(str(p) for p in loc)
     message = first["msg"].removeprefix("Value error, ")
+    if not key or loc[0] in ("sources", "prompt", "prompts"):
+        return key, message
+    return key, f"{message} (got {first.get('input')!r})"
+
+
+def one_line(error: ValidationError) -> str:
+    """The first problem of a validation error as one line naming its key (never echoing a source).
+
+    Args:
+        error: pydantic's error for a Config.
+
+    Returns:
+        e.g. "config key 'model.conf': Input should be less than or equal to 1 (got 1.5)".
+    """
+    key, message = first_problem(error)
     if not key:  # the whole value: not JSON, not a mapping, or a rule across its keys
         return message
-    if first["type"] == "extra_forbidden":
+    if error.errors()[0]["type"] == "extra_forbidden":
         if key == "source.path":
             return (
                 "unknown config key 'source.path': "
                 "sources are listed under 'sources' (a list of paths, URLs or {id, path})"
             )
         return f"unknown config key {key!r}"
-    if loc[0] in ("sources", "prompt", "prompts"):
-        # a source (also a prompt's `source`) may be a URL with a password: never echo the value
-        return f"config key {key!r}: {message}"
-    return f"config key {key!r}: {message} (got {first.get('input')!r})"
+    return f"config key {key!r}: {message}"
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..options import add_config_options, add_model_options
+from ..options import add_config_options, add_model_options, given_settings
 
 KINDS = {
     "davis": "video object segmentation on DAVIS: J, F and J&F per sequence",
@@ -72,10 +72,7 @@ def eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
     Returns:
         {"model": {...}} with the --weights, --device and --imgsz given, or {} when none was.
     """
-    model = {
-        k: v for k, v in {"weights": args.weights, "device": args.device, "imgsz": args.imgsz}.items() if v is not None
-    }
-    return {"model": model} if model else {}
+    return given_settings(args)
 
 
 def _datasets(args: argparse.Namespace) -> list:

@@ -15,8 +15,9 @@ a box (only instances mostly inside it are scored).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +28,8 @@ from ..core import Instances, Prompt
 from ..errors import PromptError
 from ..sources.redact import redact_url
 from ..trackers.matching import complete_within, share_inside
+
+log = logging.getLogger(__name__)
 
 # Text restricted to a box scores the instances with at least this share of their box inside it.
 INSIDE_BOX_SHARE = 0.5
@@ -86,16 +89,50 @@ def check_source(source_id: str | None, source_ids: Sequence[str]) -> None:
 
 
 def check_fits(prompt: Prompt, height: int, width: int) -> None:
-    """PromptError when a point, box or mask does not fit a height×width frame."""
+    """PromptError when a point, box or mask does not fit a height×width frame (a box partly inside does)."""
+    fit_to_frame(prompt, height, width)
+
+
+def fit_to_frame(prompt: Prompt, height: int, width: int) -> tuple[Prompt, tuple[str, ...]]:
+    """The prompt made to fit a height×width frame, and a note for each box that had to be clipped.
+
+    A box reaching past the frame's edge (a client counting the last pixel inclusively, a box
+    dragged off the picture) is clipped to the frame: what the user drew inside the frame is
+    what they mean. A point names one pixel, so one outside the frame names none.
+
+    Args:
+        prompt: The prompt, in source pixels.
+        height: The frame's height.
+        width: The frame's width.
+
+    Returns:
+        The prompt (itself when nothing changed) and one line per clipped box, e.g. "box 0,0,177,145
+        reaches past the 176x144 frame: clipped to 0,0,176,144".
+
+    Raises:
+        PromptError: A point outside the frame, a box with nothing inside it, or a mask of another size.
+    """
     for x, y in prompt.points:
         if not (0 <= x < width and 0 <= y < height):
             raise PromptError(f"point {x:g},{y:g} lies outside the {width}x{height} frame")
-    for x1, y1, x2, y2 in prompt.boxes:
-        if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-            raise PromptError(f"box {x1:g},{y1:g},{x2:g},{y2:g} lies outside the {width}x{height} frame")
     if prompt.mask is not None and prompt.mask.shape != (height, width):
         mh, mw = prompt.mask.shape
         raise PromptError(f"the mask prompt is {mw}x{mh} but the frame is {width}x{height}")
+    if not len(prompt.boxes):
+        return prompt, ()
+    clipped = np.clip(prompt.boxes, 0, [width, height, width, height]).astype(np.float32)
+    notes = []
+    for box, inside in zip(prompt.boxes, clipped, strict=True):
+        shown = ",".join(f"{v:g}" for v in box)
+        if inside[2] <= inside[0] or inside[3] <= inside[1]:
+            raise PromptError(f"box {shown} lies outside the {width}x{height} frame: no part of it is inside")
+        if not np.array_equal(box, inside):
+            notes.append(
+                f"box {shown} reaches past the {width}x{height} frame: clipped to {','.join(f'{v:g}' for v in inside)}"
+            )
+    if not notes:
+        return prompt, ()
+    return replace(prompt, boxes=clipped), tuple(notes)
 
 
 def _rows_overlapping(instances: Instances, x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
@@ -205,11 +242,14 @@ def select(
         One Selection per target.
 
     Raises:
-        PromptError: Nothing fits, the prompt does not fit the frame, or a text prompt lacks
-            the image or the scorer.
+        PromptError: Nothing fits, the prompt does not fit the frame (a box partly outside is
+            clipped to it, with a warning logged: see fit_to_frame), or a text prompt lacks the
+            image or the scorer.
     """
     height, width = instances.image_shape
-    check_fits(prompt, height, width)
+    prompt, clipped = fit_to_frame(prompt, height, width)
+    for note in clipped:
+        log.warning("%s", note)
     if prompt.mask is not None:
         row = select_by_mask(instances, prompt.mask)
         if row is None:

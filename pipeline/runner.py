@@ -14,25 +14,26 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from ..core import EventKind, FrameResult, Prompt, SourceEvent, TargetChange, TrackState
-from ..errors import PromptError
+from ..errors import DiskFullError, PromptError
 from ..sinks.base import EventSink, Sink, as_sink
 from ..sources.base import DropPolicy, Source
 from ..sources.redact import redact_url
 from ..trackers import ByteTracker, Tracker
 from .batcher import DEFAULT_BATCH_SETTINGS, BatchSettings, Segmented, SegmentingStages
 from .intake import SourceEnded
-from .prompts import TextScorer, check_source, select
+from .prompts import TextScorer, check_source, fit_to_frame, select
 from .segmenter import Segmenter
 from .summary import RunSummary, SourceSummary
 
 log = logging.getLogger(__name__)
 
 SinkLike = Sink | Callable[[FrameResult], object]
-MAX_PENDING_COMMANDS = 64  # per source: a control client cannot queue without bound
+MAX_PENDING_COMMANDS = 64  # per source: changes waiting; past it only drops and replaces are taken, ...
+MAX_PENDING_CLEARING = 2 * MAX_PENDING_COMMANDS  # ... up to this many (so a flood of them is bounded too)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class _Pending:
     It is a prompt to apply (adding its targets, or replacing every target when `replace`), or,
     with no prompt, targets to drop (`drop_ids`; None: all of them). A `strict` one (given at
     start) ends the run when it selects nothing; any other (the control interface) becomes a
-    prompt_failed event.
+    prompt_failed event. Either kind, superseded (see `_Lane.queue`) or still waiting when the
+    run stops, is a prompt_failed event.
     """
 
     frame: int
@@ -50,6 +52,16 @@ class _Pending:
     replace: bool = False
     drop_ids: frozenset[int] | None = None
     strict: bool = False
+
+    @property
+    def clears(self) -> bool:
+        """A replace or a drop of every target: every change applied on its frame before it no longer matters."""
+        return self.replace or (self.prompt is None and self.drop_ids is None)
+
+    @property
+    def taken_when_full(self) -> bool:
+        """Not an add: a drop or a replace, which a full queue still takes."""
+        return self.prompt is None or self.replace
 
     def describe(self) -> str:
         if self.prompt is None:
@@ -77,27 +89,71 @@ class _Lane:
         self.scorer = scorer
         self.pending = pending  # in arrival order
         self._inbox: list[_Pending] = []  # from other threads, moved to `pending` at each frame
-        self._lock = threading.Lock()  # guards pending, _inbox and ended between the threads
+        self._superseded: list[tuple[_Pending, _Pending]] = []  # (change, the one that superseded it), to report
+        self._lock = threading.Lock()  # guards pending, _inbox, _superseded, _next_due and ended between the threads
+        self._next_due = 0  # the first frame a change queued now can apply on (frames up to it have taken theirs)
         self.target_ids: frozenset[int] = frozenset()  # replaced whole, so other threads may read it
         self.ended = False
+        self.ended_why = f"source {source.source_id} has ended"  # what a change sent after the end is told
         self.next_index = 0  # the index after the latest frame's
         self.shape: tuple[int, int] | None = None  # (height, width) of the frames so far
         self.error: BaseException | None = None  # what ended this source, if it failed
         self.summary = SourceSummary(source.source_id, is_live=source.is_live)
 
-    def check_room(self) -> None:
-        """PromptError unless this lane can take one more change."""
+    @property
+    def lock(self) -> threading.Lock:
+        """Held to queue a change on several lanes at once (all of them or none), with `room_for` and `queue`."""
+        return self._lock
+
+    def check_room(self, pending: _Pending | None = None) -> None:
+        """PromptError unless this lane can take `pending` now (None: one more add)."""
         with self._lock:
-            if self.ended:
-                raise PromptError(f"source {self.source.source_id} has ended")
-            if len(self._inbox) + len(self.pending) >= MAX_PENDING_COMMANDS:
-                raise PromptError(f"{MAX_PENDING_COMMANDS} changes are already waiting for {self.source.source_id}")
+            self.room_for(pending)
+
+    def room_for(self, pending: _Pending | None) -> None:
+        """PromptError unless this lane can take `pending` (None: one more add); call it with `lock` held.
+
+        An add is refused once MAX_PENDING_COMMANDS changes wait; a drop or a replace is still
+        taken, with what it supersedes counted out, up to MAX_PENDING_CLEARING.
+        """
+        if self.ended:
+            raise PromptError(self.ended_why)
+        waiting = len(self._inbox) + len(self.pending)
+        if pending is None or not pending.taken_when_full:
+            if waiting >= MAX_PENDING_COMMANDS:
+                raise PromptError(
+                    f"{MAX_PENDING_COMMANDS} changes are already waiting for {self.source.source_id}: "
+                    "wait for them to apply, or send a drop or a replace (those are still taken)"
+                )
+        elif waiting - len(self._moot(pending)) >= MAX_PENDING_CLEARING:
+            raise PromptError(f"{MAX_PENDING_CLEARING} changes are already waiting for {self.source.source_id}")
+
+    def _moot(self, pending: _Pending) -> list[_Pending]:
+        """The waiting changes a replace or drop of every target makes moot: those applying on its frame, before it.
+
+        A change applies on the first frame at or after both its own frame and `_next_due`; two
+        with the same such frame apply on the same frame, in arrival order, and a clearing change
+        undoes whatever came before it there.
+        """
+        if not pending.clears:
+            return []
+        frame = max(pending.frame, self._next_due)
+        return [p for p in (*self.pending, *self._inbox) if max(p.frame, self._next_due) == frame]
+
+    def queue(self, pending: _Pending) -> None:
+        """Queue a change, with `lock` held and `room_for(pending)` passed: it supersedes what it makes moot."""
+        moot = {id(p) for p in self._moot(pending)}
+        if moot:
+            self._superseded += [(p, pending) for p in (*self.pending, *self._inbox) if id(p) in moot]
+            self.pending = [p for p in self.pending if id(p) not in moot]
+            self._inbox = [p for p in self._inbox if id(p) not in moot]
+        self._inbox.append(pending)
 
     def submit(self, pending: _Pending) -> None:
         """Queue a change from any thread; it applies on the first frame at or after `pending.frame`."""
-        self.check_room()
         with self._lock:
-            self._inbox.append(pending)
+            self.room_for(pending)
+            self.queue(pending)
 
     def result(self, item: Segmented) -> FrameResult:
         frame, instances = item.frame, item.instances
@@ -140,44 +196,38 @@ class _Lane:
             self._inbox.clear()
             due = [p for p in self.pending if p.frame <= index]
             self.pending = [p for p in self.pending if p.frame > index]
+            self._next_due = index + 1
+        self._report_superseded(index)
         change, notes = None, []
         for pending in due:
+            note = pending.describe()
             if pending.prompt is None and pending.drop_ids is not None and not pending.drop_ids & self.target_ids:
-                self.event(
-                    SourceEvent(
-                        self.source.source_id,
-                        EventKind.PROMPT_FAILED,
-                        index,
-                        time.time(),
-                        message=f"{pending.describe()}: no such target (targets: {sorted(self.target_ids)})",
-                    )
-                )
+                self._failed(pending, index, f"no such target (targets: {sorted(self.target_ids)})")
                 continue
             if pending.prompt is None:
                 step = TargetChange(drop_ids=pending.drop_ids or frozenset(), drop_all=pending.drop_ids is None)
             else:
+                clipped: tuple[str, ...] = ()
                 try:
-                    chosen = select(pending.prompt, item.instances, item.frame.image, self.scorer)
+                    height, width = item.instances.image_shape
+                    prompt, clipped = fit_to_frame(pending.prompt, height, width)
+                    for line in clipped:  # the event says it too
+                        log.warning("%s: frame %d: %s", self.source.source_id, index, line)
+                    chosen = select(prompt, item.instances, item.frame.image, self.scorer)
                 except Exception as exc:  # noqa: BLE001 - a prompt sent while running must never end the run
                     if pending.strict:
                         raise
                     reason = str(exc) if isinstance(exc, PromptError) else f"{type(exc).__name__}: {exc}"
-                    self.event(
-                        SourceEvent(
-                            self.source.source_id,
-                            EventKind.PROMPT_FAILED,
-                            index,
-                            time.time(),
-                            message=f"{pending.describe()}: {reason}",
-                        )
-                    )
+                    self._failed(pending, index, "; ".join((*clipped, reason)))
                     continue
                 step = TargetChange(
                     add_rows=tuple(s.track_row for s in chosen),
                     drop_all=pending.replace,
                     parts={s.track_row: s.rows for s in chosen if len(s.rows) > 1},
                 )
-            notes.append(pending.describe())
+                if clipped:
+                    note += f" ({'; '.join(clipped)})"
+            notes.append(note)
             change = step if change is None else change.then(step)
         return change, notes
 
@@ -209,36 +259,66 @@ class _Lane:
         for sink in self.event_sinks:
             sink.on_event(event)
 
+    def _failed(self, pending: _Pending, index: int, reason: str) -> None:
+        """A change that did not apply: a prompt_failed event (with `index` as its next_frame) saying why."""
+        self.event(
+            SourceEvent(
+                self.source.source_id,
+                EventKind.PROMPT_FAILED,
+                index,
+                time.time(),
+                message=f"{pending.describe()}: {reason}",
+            )
+        )
+
+    def _report_superseded(self, index: int) -> None:
+        with self._lock:
+            superseded, self._superseded = self._superseded, []
+        for pending, by in superseded:
+            self._failed(pending, index, f"superseded by a later change for the same frame ({by.describe()})")
+
+    def _close_queue(self, why: str) -> list[_Pending]:
+        """Take no more changes (`why` says so to whoever sends one); returns those still waiting."""
+        with self._lock:
+            self.ended = True
+            self.ended_why = why
+            left, self.pending = self.pending + self._inbox, []
+            self._inbox.clear()
+        return left
+
     def end(self, ended: SourceEnded, interrupted: bool) -> None:
         """The source has no more frames.
 
-        A failure, or a prompt never reached, ends this lane with an error (raised when the run is
-        over); a live source that gave up is already reported.
+        A change still waiting becomes a prompt_failed event (a change sent while running is never
+        lost silently). A failure, or a prompt given at start that a file never reached, ends this
+        lane with an error (raised when the run is over); a live source that gave up is already
+        reported.
         """
-        with self._lock:
-            self.ended = True
-            left, self.pending = self.pending + self._inbox, [p for p in self.pending if p.strict]
-            self._inbox.clear()
-        for pending in (p for p in left if not p.strict):  # a change sent while running is never lost silently
-            self.event(
-                SourceEvent(
-                    self.source.source_id,
-                    EventKind.PROMPT_FAILED,
-                    self.next_index,
-                    time.time(),
-                    message=f"{pending.describe()}: the source ended before frame {pending.frame}",
-                )
-            )
+        left = self._close_queue(f"source {self.source.source_id} has ended")
+        self._report_superseded(self.next_index)
         error = ended.error
-        waiting = [p.frame for p in self.pending if p.strict]
-        if error is None and waiting and not interrupted and not self.source.is_live:
+        strict = [p.frame for p in left if p.strict]
+        if error is None and strict and not interrupted and not self.source.is_live:
             error = PromptError(
-                f"{self.source.source_id} ended after {self.summary.frames} frames, before prompt frame {min(waiting)}"
+                f"{self.source.source_id} ended after {self.summary.frames} frames, before prompt frame {min(strict)}"
+            )
+            left = [p for p in left if not p.strict]  # the error says it
+        for pending in left:
+            self._failed(
+                pending, self.next_index, f"the source ended before frame {max(pending.frame, self.next_index)}"
             )
         if error is not None:
             self.error = error
             self.summary.error = str(error)
-            log.error("%s: %s", self.source.source_id, error)
+            # Not logged as an error: the run raises it when every source is done (the command line prints it).
+            log.debug("%s failed: %s", self.source.source_id, error)
+
+    def abandon(self, why: str) -> None:
+        """The run is over before this source's end: every change still waiting becomes a prompt_failed event."""
+        left = [] if self.ended else self._close_queue(f"{why}: source {self.source.source_id} takes no more changes")
+        self._report_superseded(self.next_index)
+        for pending in left:
+            self._failed(pending, self.next_index, f"{why} before frame {max(pending.frame, self.next_index)}")
 
 
 class Pipeline:
@@ -343,16 +423,21 @@ class Pipeline:
         """Queue on one source, or (None) on every source still running; all of them or none."""
         if source_id is not None and source_id not in self._lanes:
             raise PromptError(f"no source {redact_url(source_id)!r}: the sources are {', '.join(self._lanes)}")
-        if source_id is not None:
-            lanes = [self._lanes[source_id]]
-        else:
-            lanes = [lane for lane in self._lanes.values() if not lane.ended]
-        if not lanes:
-            raise PromptError("every source has ended")
-        for lane in lanes:
-            lane.check_room()
-        for lane in lanes:
-            lane.submit(pending)
+        lanes = [self._lanes[source_id]] if source_id is not None else list(self._lanes.values())
+        with ExitStack() as held:
+            for lane in lanes:  # always in the same order: no two callers wait for each other
+                held.enter_context(lane.lock)
+            if source_id is None:
+                lanes = [lane for lane in lanes if not lane.ended]
+                if not lanes:
+                    (only,) = self._lanes.values() if len(self._lanes) == 1 else (None,)
+                    raise PromptError(
+                        only.ended_why if only is not None else "every source has ended, or the run was stopped"
+                    )
+            for lane in lanes:
+                lane.room_for(pending)
+            for lane in lanes:
+                lane.queue(pending)
 
     def add_prompt(self, prompt: Prompt, replace: bool = False) -> None:
         """Apply `prompt` on frame `prompt.frame` of its source(s), or on the next frame when that has passed.
@@ -366,7 +451,9 @@ class Pipeline:
 
         Raises:
             PromptError: The prompt is empty, names an unknown source, needs CLIP that was not
-                loaded, or its source(s) cannot take another change (ended, or too many waiting).
+                loaded, or its source(s) cannot take another change: ended, stopped, or
+                MAX_PENDING_COMMANDS changes waiting (a replace is still taken then, up to
+                MAX_PENDING_CLEARING; it supersedes the changes waiting for its frame).
         """
         if prompt.is_empty:
             raise PromptError("the prompt is empty: give points, boxes, text or a mask")
@@ -385,7 +472,8 @@ class Pipeline:
 
         Raises:
             PromptError: No ids given (an empty list), ids without a source in a run of several,
-                an unknown source, or a source that cannot take another change.
+                an unknown source, or a source that cannot take another change (ended, stopped,
+                or MAX_PENDING_CLEARING changes waiting: a drop is taken past MAX_PENDING_COMMANDS).
         """
         if ids is None:
             return self._submit(source_id, _Pending(frame))
@@ -461,13 +549,15 @@ class Pipeline:
         except BaseException as exc:
             self.summary.interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit))
             atexit.unregister(at_exit)
-            self._shut_down(stages, report_errors=False)
+            stopped = self.summary.interrupted or self._stop_requested.is_set()
+            self._shut_down(stages, "the run was stopped" if stopped else "the run ended with an error", raising=exc)
             raise
         atexit.unregister(at_exit)
-        self._shut_down(stages, report_errors=True)
-        failed = [lane.error for lane in self._lanes.values() if lane.error is not None]
+        failed = [lane for lane in self._lanes.values() if lane.error is not None]
+        self._shut_down(stages, "the run was stopped", raising=failed[0].error if failed else None)
         if failed:  # after every other source has finished and every sink is final
-            raise failed[0]
+            self.summary.error_source = failed[0].source.source_id  # its summary only points at the error
+            raise failed[0].error
 
     def run(self, on_result: Callable[[FrameResult], object] | None = None) -> RunSummary:
         """Drive the pipeline to the end of every source; returns the summary."""
@@ -476,26 +566,41 @@ class Pipeline:
                 on_result(result)
         return self.summary
 
-    def _shut_down(self, stages: SegmentingStages, report_errors: bool) -> None:
-        """Stop the threads, finalise every sink, then close the sources; signals wait meanwhile.
+    def _shut_down(self, stages: SegmentingStages, why: str, raising: BaseException | None) -> None:
+        """Stop the threads, report the changes left waiting, finalise every sink, close the sources.
 
-        A failure while closing is raised only when nothing else is already on its way out,
-        so it never hides the error that ended the run.
+        Signals wait meanwhile. Changes still waiting on a source that has not ended are
+        prompt_failed events saying `why`, written before the sinks close. A failure while doing
+        so is raised only when no error (`raising`) is already on its way out, so it never hides
+        the error that ended the run; one not raised is logged.
         """
         self.summary.finished_at = time.monotonic()
-        errors: list[BaseException] = []
+        errors: list[tuple[str, BaseException]] = []
         with _interrupts_deferred():
             stages.stop()
             for source_id, lane in self._lanes.items():  # drops after the last result count too
                 lane.summary.dropped = max(lane.summary.dropped, stages.dropped(source_id))
+            for lane in self._lanes.values():
+                try:
+                    lane.abandon(why)
+                except Exception as exc:  # noqa: BLE001 - an event sink that fails must not keep the others open
+                    errors.append((f"reporting the changes left for {lane.source.source_id}", exc))
             for closing in [*self.sinks, *self.sources]:
                 try:
                     closing.close()
                 except Exception as exc:  # noqa: BLE001 - every sink gets closed before we report
-                    errors.append(exc)
-                    log.error("closing %s failed: %s", type(closing).__name__, exc)
-        if errors and report_errors:
-            raise errors[0]
+                    errors.append((f"closing {type(closing).__name__}", exc))
+        raised = errors[0][1] if errors and raising is None else None
+        reported = raising if raising is not None else raised
+        for what, exc in errors:
+            # The caller reports `reported`: one line, not two. A full disk fails every sink on it;
+            # the first failure says so, the others follow from it (--debug shows them).
+            if exc is raised or (isinstance(exc, DiskFullError) and isinstance(reported, DiskFullError)):
+                log.debug("%s failed: %s", what, exc)
+            else:
+                log.error("%s failed: %s", what, exc)
+        if raised is not None:
+            raise raised
 
 
 def _close_at_exit(pipeline_ref: weakref.ref[Pipeline]) -> None:

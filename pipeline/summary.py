@@ -19,11 +19,13 @@ class SourceSummary:
     gave_up: str | None = None  # why, when a live source ran out of reconnect attempts
     error: str | None = None  # why, when the source failed (the run goes on with the others)
 
-    def describe(self, with_count: bool = True) -> str:
+    def describe(self, with_count: bool = True, error_below: bool = False) -> str:
         """This source's part of the end-of-run line.
 
         Args:
             with_count: Start with the frame count (a run of one source gives it in its timing).
+            error_below: Its error is the one the run raised, which the caller prints on its own
+                line after this one: say "failed" and point there instead of repeating it.
 
         Returns:
             e.g. "120 frames, target found in 118/120 frames", with drops and reconnects for a
@@ -37,7 +39,7 @@ class SourceSummary:
         if self.gave_up is not None:
             text += f", gave up reconnecting ({self.gave_up})" if self.gave_up else ", gave up reconnecting"
         if self.error is not None:
-            text += f", failed: {self.error}"
+            text += ", failed (the error below)" if error_below else f", failed: {self.error}"
         return text
 
 
@@ -49,6 +51,9 @@ class RunSummary:
     started_at: float = field(default_factory=time.monotonic)
     finished_at: float | None = None
     interrupted: bool = False
+    # The source whose error the run raised (the others' errors are only in their summaries):
+    # the line names it as failed and leaves the message to the error's own line.
+    error_source: str | None = None
 
     @property
     def frames(self) -> int:
@@ -86,6 +91,10 @@ class RunSummary:
         timing = f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} frames/s)"
         if len(self.sources) == 1:
             (only,) = self.sources.values()
-            return f"{head}: {timing}, {only.describe(with_count=False)}"
-        per_source = "; ".join(f"{s.source_id}: {s.describe()}" for s in self.sources.values())
+            return (
+                f"{head}: {timing}, {only.describe(with_count=False, error_below=only.source_id == self.error_source)}"
+            )
+        per_source = "; ".join(
+            f"{s.source_id}: {s.describe(error_below=s.source_id == self.error_source)}" for s in self.sources.values()
+        )
         return f"{head}: {len(self.sources)} sources, {timing}; {per_source}"

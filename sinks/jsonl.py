@@ -1,4 +1,4 @@
-"""tracks.jsonl: one JSON object per source frame, in order, flushed as it goes.
+"""tracks.jsonl: one JSON object per source frame, in order, each line written whole as it goes.
 
     {"source": str, "frame": int, "pts": float, "dropped_before": int,
      "tracks": [{"id": int, "target": bool, "state": "tracked"|"lost", "box": [x1, y1, x2, y2],
@@ -14,20 +14,26 @@ events.jsonl (EventLogSink): one JSON object per SourceEvent, in stream order.
     {"source": str, "event": "connected"|"lost"|..., "time": ISO 8601 UTC, "next_frame": int,
      "attempt": int, "message": str, "width": int|null, "height": int|null, "fps": float|null,
      "outage_s": float|null, "added": [int], "dropped": [int]}
+
+Lines are written whole or not at all (lines.LineFile): a full disk ends the file at its last
+whole line and raises a DiskFullError. `read_jsonl` reads either file back and reports a last
+line cut off by a kill.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Literal
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..core import FrameResult, SourceEvent, Track, TrackState
-from ..errors import OutputError
+from ..errors import OutputError, TornLineError
+from .lines import LineFile, plural
 
 MaskPolicy = Literal["target", "all", "none"]
 
@@ -107,39 +113,99 @@ class JsonlSink:
             entry["mask"] = encode_rle(mask)
         return entry
 
+    @property
+    def lines(self) -> int:
+        """How many whole lines tracks.jsonl holds."""
+        return self._lines.lines
+
     def write(self, result: FrameResult) -> None:
-        """Write one frame's line, and flush it."""
+        """Write one frame's line, whole (or not at all), straight to the file.
+
+        Raises:
+            DiskFullError: The disk is full: the file ends at the line before (and says so).
+            OutputError: The file cannot be created, or another write failure.
+        """
         self._lines.write(self.record(result))
 
     def close(self) -> None:
-        """Close the file (nothing was created when no frame came)."""
+        """Sync and close the file (nothing was created when no frame came).
+
+        Raises:
+            OutputError: Only a failure the disk reports this late (DiskFullError when it is full).
+        """
         self._lines.close()
 
 
 class _JsonLines:
-    """A JSON-lines file, opened on the first line and flushed after every line.
+    """A JSON-lines file, opened on the first line; each line is written whole or not at all (LineFile).
 
-    Opened late, a run that fails to start leaves nothing; flushed, a crash or Ctrl-C keeps every
-    line written so far.
+    Opened late, a run that fails to start leaves nothing; written through at once, a crash or
+    Ctrl-C keeps every line written so far.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: TextIO | None = None
+        self._file = LineFile(path)
+
+    @property
+    def lines(self) -> int:
+        """How many whole lines the file holds."""
+        return self._file.lines
 
     def write(self, record: dict) -> None:
-        if self._file is None:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("w", encoding="utf-8")
-            except OSError as exc:
-                raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self._file.flush()
+        # ensure_ascii (json's default): no newline or multi-byte character can appear inside a line
+        self._file.append(json.dumps(record, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
-        if self._file is not None and not self._file.closed:
-            self._file.close()
+        self._file.close()
+
+
+def read_jsonl(path: str | Path, torn: Literal["warn", "raise", "ignore"] = "warn") -> list[dict]:
+    """Read a JSON-lines output of this project (tracks.jsonl, events.jsonl) back, one dict per whole line.
+
+    A run killed while writing (SIGKILL, power loss) can leave its last line cut off: that line is
+    left out, and said so in one line naming the file and the line ("tracks.jsonl: line 57 is cut
+    off (the run was killed while writing it); the 56 lines before it are whole").
+
+    Args:
+        path: The file.
+        torn: What a cut-off last line does: "warn" (a TornLineWarning, and the whole lines are
+            returned), "raise" (a TornLineError), or "ignore".
+
+    Returns:
+        The whole lines' objects, in order.
+
+    Raises:
+        TornLineError: The last line is cut off and `torn` is "raise".
+        OutputError: The file cannot be read, or a line before the last one is not JSON (the file
+            was damaged, or is not one of this project's).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    *lines, tail = data.split(b"\n")  # tail: what follows the last newline, empty when the file ends whole
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise OutputError(f"{path}: line {number} is not JSON ({reason}): the file is damaged") from None
+    if tail and torn != "ignore":
+        message = (
+            f"{path}: line {len(lines) + 1} is cut off (the run was killed while writing it); "
+            f"the {plural(len(lines), 'line')} before it {'is' if len(lines) == 1 else 'are'} whole"
+        )
+        if torn == "raise":
+            raise TornLineError(message)
+        warnings.warn(message, TornLineWarning, stacklevel=2)
+    return records
+
+
+class TornLineWarning(UserWarning):
+    """read_jsonl found a cut-off last line (and left it out)."""
 
 
 class EventLogSink:
@@ -172,12 +238,21 @@ class EventLogSink:
         }
 
     def on_event(self, event: SourceEvent) -> None:
-        """Write one event's line, and flush it."""
+        """Write one event's line, whole (or not at all), straight to the file.
+
+        Raises:
+            DiskFullError: The disk is full: the file ends at the line before (and says so).
+            OutputError: The file cannot be created, or another write failure.
+        """
         self._lines.write(self.record(event))
 
     def write(self, result: FrameResult) -> None:
         """Ignore frames: this sink only logs events."""
 
     def close(self) -> None:
-        """Close the file (nothing was created when no event came)."""
+        """Sync and close the file (nothing was created when no event came).
+
+        Raises:
+            OutputError: Only a failure the disk reports this late (DiskFullError when it is full).
+        """
         self._lines.close()

@@ -1,4 +1,4 @@
-"""MOTChallenge results files: one line per tracked track per frame, flushed as it goes.
+"""MOTChallenge results files: one line per tracked track per frame, each frame's lines written whole as it goes.
 
     frame,id,bb_left,bb_top,bb_width,bb_height,conf,-1,-1,-1
 
@@ -7,15 +7,16 @@ The MOTChallenge convention (motchallenge.net/instructions): frame numbers, ids 
 from the left edge of the image starts at 1, as in the ground truth). Only tracks matched on
 the frame (state "tracked") are written: a lost track's box is a guess, which MOT scores would
 count as a false positive. One file holds one sequence, so a MotSink takes one source's results.
+A frame's lines are written whole or not at all (lines.LineFile): a full disk ends the file at the
+frame before and raises a DiskFullError.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TextIO
 
 from ..core import FrameResult, Track, TrackState
-from ..errors import OutputError
+from .lines import LineFile
 
 
 def mot_line(frame_index: int, track: Track) -> str:
@@ -32,7 +33,7 @@ class MotSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file: TextIO | None = None
+        self._file = LineFile(self.path)
         self._source_id: str | None = None
 
     def lines(self, result: FrameResult) -> list[str]:
@@ -40,14 +41,15 @@ class MotSink:
         return [mot_line(result.frame.index, t) for t in result.tracks if t.state is TrackState.TRACKED]
 
     def write(self, result: FrameResult) -> None:
-        """Append one frame's lines, and flush them.
+        """Append one frame's lines, all of them (or none, when the write fails), straight to the file.
 
         Args:
             result: The frame's result; every result must come from the same source.
 
         Raises:
             ValueError: The result is from another source than the first one written.
-            OutputError: The file cannot be created.
+            DiskFullError: The disk is full: the file ends at the frame before (and says so).
+            OutputError: The file cannot be created, or another write failure.
         """
         source_id = result.frame.source_id
         if self._source_id is None:
@@ -56,21 +58,16 @@ class MotSink:
             raise ValueError(
                 f"a MotSink holds one source ({self._source_id}), got a frame of {source_id}: give each source its own"
             )
-        if self._file is None:
-            self._file = self._open()
+        if not self._file.opened:  # on the first frame, even one with nothing tracked: the file says so
+            self._file.open()
         text = "".join(line + "\n" for line in self.lines(result))
         if text:
-            self._file.write(text)
-            self._file.flush()
-
-    def _open(self) -> TextIO:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return self.path.open("w", encoding="utf-8")
-        except OSError as exc:
-            raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            self._file.append(text)
 
     def close(self) -> None:
-        """Close the file (nothing was created when no frame came)."""
-        if self._file is not None and not self._file.closed:
-            self._file.close()
+        """Sync and close the file (nothing was created when no frame came).
+
+        Raises:
+            OutputError: Only a failure the disk reports this late (DiskFullError when it is full).
+        """
+        self._file.close()

@@ -8,17 +8,20 @@ lavfi:GRAPH (e.g. lavfi:testsrc=size=640x480:rate=30,realtime) → CameraSource 
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 from ..errors import SourceError
-from .base import DropPolicy, Source, safe_id
+from .base import DropPolicy, Source, missing_path_reason, safe_id
 from .file import FileSource
 from .folder import FolderSource
 from .live import STREAM_SCHEMES, CameraSource, LiveSource, ReconnectPolicy, SourceState, StreamSettings, StreamSource
 from .redact import MASK, redact_url
 
 _CAMERA_DEVICE = re.compile(r"^(/dev/video(\d+)|(\d+))$")
+_V4L2_MAJOR = 81  # the character-device major number of video4linux devices
 
 
 def is_stream_url(spec: str) -> bool:
@@ -50,6 +53,7 @@ def open_source(
     stream: StreamSettings | None = None,
     camera_size: str | None = None,
     camera_fps: float | None = None,
+    skip_bad_images: bool = False,
 ) -> Source:
     """A source for a file, folder, stream URL or camera; a clear SourceError for anything else.
 
@@ -60,12 +64,15 @@ def open_source(
         stream: How streams and cameras connect and reconnect; default: StreamSettings().
         camera_size: A V4L2 camera's capture size, e.g. "1280x720" (default: the device's).
         camera_fps: A V4L2 camera's capture rate (default: the device's).
+        skip_bad_images: In an image folder, skip damaged or unreadable images with a warning
+            (counted in FolderSource.skipped) instead of stopping at the first one.
 
     Returns:
         The opened source (live ones are connected already).
 
     Raises:
-        SourceError: Nothing to open at `spec` (messages never hold a URL's credentials).
+        SourceError: Nothing to open at `spec`, or a path that is not a regular file or a folder
+            (a FIFO, a socket, a device that is not a camera); messages never hold a URL's credentials.
         SourceConnectionError: A stream or camera cannot be opened.
     """
     stream = stream if stream is not None else StreamSettings()
@@ -83,12 +90,23 @@ def open_source(
         return CameraSource(device, source_id, size=camera_size, fps=camera_fps, settings=stream)
     path = Path(text)
     if path.is_dir():
-        return FolderSource(path, fps=folder_fps, source_id=source_id)
+        return FolderSource(path, fps=folder_fps, source_id=source_id, skip_bad_images=skip_bad_images)
     if path.is_file():
         return FileSource(path, source_id=source_id)
-    if "://" in text:
+    if _is_v4l2_device(text):  # a camera by another name, e.g. /dev/v4l/by-id/usb-...-video-index0
+        return CameraSource(text, source_id, size=camera_size, fps=camera_fps, settings=stream)
+    if "://" in text and not path.exists():
         raise SourceError(f"unsupported stream URL {redact_url(text)} (schemes: {', '.join(STREAM_SCHEMES)})")
-    raise SourceError(f"no such file or folder: {redact_url(text)}")  # a mistyped URL may still hold a password
+    raise SourceError(missing_path_reason(text))  # redacted: a mistyped URL may still hold a password
+
+
+def _is_v4l2_device(text: str) -> bool:
+    """Whether `text` is a video4linux character device (symbolic links followed)."""
+    try:
+        st = os.stat(text)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == _V4L2_MAJOR
 
 
 __all__ = [

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import enum
+import os
 import re
+import stat
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Protocol, runtime_checkable
 
 from ..core import Frame, SourceEvent
+from .redact import redact_url
 
 
 class DropPolicy(enum.StrEnum):
@@ -64,3 +67,35 @@ def safe_id(text: str, fallback: str = "source") -> str:
     """A source id usable as a folder name: letters, digits, '.', '_' and '-'."""
     cleaned = re.sub(r"-{2,}", "-", _UNSAFE.sub("-", text)).strip("-.")
     return cleaned or fallback
+
+
+SOURCE_KINDS = "a video file, an image folder, a stream URL or a camera"
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device, not a V4L2 camera"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def missing_path_reason(text: str) -> str:
+    """Why `text`, which is neither a folder nor a regular file, cannot be a source, in one line.
+
+    Args:
+        text: The path as the user gave it (shown redacted: a mistyped URL may hold a password).
+
+    Returns:
+        "no such file or folder: X", "X is not a regular file (a FIFO): give ...", "X is a broken
+        symbolic link (to Y)", or what the system says about it.
+    """
+    shown = redact_url(text)
+    try:
+        mode = os.stat(text).st_mode
+    except FileNotFoundError:
+        if os.path.islink(text):
+            return f"{shown} is a broken symbolic link (to {redact_url(os.readlink(text))}): it points at nothing"
+        return f"no such file or folder: {shown}"
+    except OSError as exc:  # a folder on the way that may not be searched, a name too long, a loop of links
+        return f"cannot look at {shown}: {exc.strerror or exc}"
+    kind = next((name for test, name in _NOT_REGULAR if test(mode)), "an unusual kind of file")
+    return f"{shown} is not a regular file ({kind}): give {SOURCE_KINDS}"

@@ -12,7 +12,8 @@ import av
 
 from ..core import Frame
 from ..errors import SourceError, error_reason
-from .base import safe_id
+from .base import missing_path_reason, safe_id
+from .mp4 import file_layout, unreadable_reason
 
 _DEFAULT_FPS = Fraction(30)
 log = logging.getLogger(__name__)
@@ -23,14 +24,17 @@ class FileSource:
 
     Not live, so by default the pipeline waits for it instead of dropping frames (DropPolicy.BLOCK).
     `fps` is the stream's average (else guessed) rate, 30 when it has neither; `frame_count` is the
-    container's count, or None.
+    container's count, or None. A file that ends early (cut off while being written or copied) is
+    read as far as it goes, with a warning; an MP4 cut off before its index was written cannot be
+    read at all, and the error says so.
 
     Args:
         path: The video file.
         source_id: The name in outputs and logs; default: the file's stem.
 
     Raises:
-        SourceError: No such file, not a video FFmpeg reads, or no video stream in it.
+        SourceError: No such file (or not a regular one), not a video FFmpeg reads (an MP4 without
+            its index says so), or no video stream in it.
     """
 
     is_live = False
@@ -39,11 +43,12 @@ class FileSource:
         self.path = Path(path)
         self.source_id = source_id or safe_id(self.path.stem, "video")
         if not self.path.is_file():
-            raise SourceError(f"no such video file: {self.path}")
+            raise SourceError(missing_path_reason(str(self.path)))
         try:
             self._container = av.open(str(self.path), mode="r")
         except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-            raise SourceError(f"cannot read {self.path} as a video: {error_reason(exc)}") from None
+            why = unreadable_reason(file_layout(self.path)) or error_reason(exc)
+            raise SourceError(f"cannot read {self.path} as a video: {why}") from None
         if not self._container.streams.video:
             self._container.close()
             raise SourceError(f"{self.path} has no video stream")
@@ -70,14 +75,20 @@ class FileSource:
         except av.FFmpegError as exc:
             raise SourceError(f"decoding {self.path} failed at frame {index}: {error_reason(exc)}") from None
         if index == 0:
-            raise SourceError(f"{self.path} contains no decodable video frames")
+            why = unreadable_reason(file_layout(self.path))
+            raise SourceError(f"{self.path} contains no decodable video frames" + (f": {why}" if why else ""))
+        layout = file_layout(self.path) if not self.frame_count or index < self.frame_count else None
+        cut = layout.cut_note() if layout is not None else None
         if self.frame_count and index < self.frame_count:
             log.warning(
-                "%s: decoded %d of the %d frames its container announces (truncated, or a stream that skips frames)",
+                "%s: decoded %d of the %d frames its container announces (%s)",
                 self.path,
                 index,
                 self.frame_count,
+                f"the file is cut off: {cut}" if cut else "truncated, or a stream that skips frames",
             )
+        elif cut:
+            log.warning("%s: decoded %d frames, then the file ends: it is cut off (%s)", self.path, index, cut)
 
     def close(self) -> None:
         """Close the container."""

@@ -32,6 +32,7 @@ from pydantic import Field
 from ..core import EventKind, Frame, SourceEvent
 from ..errors import ConfigError, SourceConnectionError, SourceError, error_reason
 from ..settings import Fraction01, Settings
+from .http_ranges import no_range_reason
 from .redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class LiveSource:
                 if self._closed.is_set():
                     break
         except (av.FFmpegError, OSError, EOFError) as exc:
-            reason = self._explain(exc)
+            reason = self._explain(exc) if origin is not None else self._why_no_frame(self._explain(exc))
         finally:
             container.close()
         return reason
@@ -307,7 +308,7 @@ class LiveSource:
                     first = next(decoded)
                 except (StopIteration, av.FFmpegError, OSError, EOFError) as exc:
                     container.close()
-                    why = _ENDED if isinstance(exc, StopIteration) else self._explain(exc)
+                    why = _ENDED if isinstance(exc, StopIteration) else self._why_no_frame(self._explain(exc))
                     last_error = f"{self.name} opened but sent no frame: {why}"
                 else:
                     return (container, itertools.chain([first], decoded)), attempt, ""
@@ -319,6 +320,10 @@ class LiveSource:
         if isinstance(exc, av.error.ExitError):  # PyAV's timeout interrupts a read with "Immediate exit requested"
             return f"no data for {self.settings.read_timeout_s:g} s"
         return self._redact(error_reason(exc))
+
+    def _why_no_frame(self, reason: str) -> str:
+        """`reason` for a connection that failed before its first frame, with what is known of why."""
+        return reason
 
     def _event(self, kind: EventKind, container: av.container.InputContainer | None = None, **fields) -> SourceEvent:
         size: dict = {}
@@ -355,6 +360,7 @@ class StreamSource(LiveSource):
     ) -> None:
         settings = settings if settings is not None else StreamSettings()
         self.url = url
+        self._no_range: str | None = None  # why reads fail before a frame (a server that cannot seek); None: not asked
         if settings.transport not in ("tcp", "udp"):
             raise ConfigError(f"RTSP transport must be tcp or udp, got {settings.transport!r}")
         super().__init__(url, source_id, settings, seed)
@@ -364,6 +370,14 @@ class StreamSource(LiveSource):
             return self.settings.live
         scheme = self.url.split(":", 1)[0].lower()
         return not (scheme in ("http", "https") and container.duration is not None)
+
+    def _why_no_frame(self, reason: str) -> str:
+        """For an http(s) file: says so when the server cannot seek and the file needs it (asked once)."""
+        if self._no_range is None:
+            scheme = self.url.split(":", 1)[0].lower()
+            found = no_range_reason(self.url, self.settings.open_timeout_s) if scheme in ("http", "https") else None
+            self._no_range = self._redact(found) if found else ""
+        return f"{reason}: {self._no_range}" if self._no_range else reason
 
     def _options(self) -> dict[str, str]:
         scheme = self.url.split(":", 1)[0].lower()

@@ -103,7 +103,7 @@ def test_image_folder_source_and_a_point_prompt(cli, weights, davis, tmp_path):
         (["run", "/nonexistent/clip.mp4"], "no such file or folder"),
         (["run", "{not_a_video}"], "cannot read"),
         (["run", "{empty_dir}"], "no JPEG or PNG images"),
-        (["run", "{clip}", "--box", "0,0,5000,100"], "outside the 176x144 frame"),
+        (["run", "{clip}", "--box", "200,0,5000,100"], "outside the 176x144 frame"),
         (["run", "{clip}", "--box", "1,2,3"], "expected 4"),
         (["run", "{clip}", "--point", "10,10,2"], "point labels must be 1"),
         (["run", "{clip}", "--weights", "/nonexistent/FastSAM-s.pt"], "weights file not found"),
@@ -120,12 +120,15 @@ def test_image_folder_source_and_a_point_prompt(cli, weights, davis, tmp_path):
         (["run", "97"], "no such camera: /dev/video97"),
         (["run", "ftp://user:pw@example.com/x.mp4"], "unsupported stream URL ftp://user:***@example.com/x.mp4"),
         (["run", "lavfi:no_such_filter"], "cannot open lavfi:no_such_filter"),
-        (["run", "{clip}", "--camera-size", "big"], "config key 'source.camera_size'"),
+        (["run", "{clip}", "--camera-size", "big"], "--camera-size: String should match pattern"),
         (
             ["run", "{clip}", "{clip}", "--prompt-source", "nope", "--box", "1,1,20,20"],
             "the prompt is for source 'nope'",
         ),
-        (["run", "{clip}", "--reconnect-attempts", "-1"], "config key 'source.reconnect.max_attempts'"),
+        (
+            ["run", "{clip}", "--reconnect-attempts", "-1"],
+            "--reconnect-attempts: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_a_nonzero_exit(cli, weights, videos, tmp_path, args, message):

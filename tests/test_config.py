@@ -56,7 +56,7 @@ def test_every_setting_has_a_description():
     ],
 )
 def test_command_line_help_is_the_settings_description_and_default(flag, key):
-    from fastsam_stream.cli import parser
+    from fastsam_stream.commands import parser
     from fastsam_stream.settings import help_of
 
     run = parser()._subparsers._group_actions[0].choices["run"]

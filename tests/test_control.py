@@ -203,7 +203,7 @@ def _add_script(result: fs.FrameResult, server: ControlServer, run: _Run) -> Non
         run.replies["GET elsewhere"] = _http("GET", server.url + "/")
         run.replies["targets at 10"] = _http("GET", server.url + "/targets")
     elif index == 20:  # the frame size is only known when applied: queued, then a prompt_failed event
-        run.replies["outside the frame"] = _http("POST", commands, {"op": "add", "box": [100, 100, 300, 200]})
+        run.replies["outside the frame"] = _http("POST", commands, {"op": "add", "box": [180, 100, 300, 200]})
     elif index == CHANGE_FRAME:
         run.second_box = _second_object(result)
         run.replies["add"] = _http("POST", commands, {"op": "add", "box": run.second_box})

@@ -26,8 +26,8 @@ fastsam_stream
 fastsam_stream.__main__
 fastsam_stream.assemble
 fastsam_stream.cli
+fastsam_stream.commands
 fastsam_stream.config
-fastsam_stream.configs
 fastsam_stream.core
 fastsam_stream.defaults_yaml
 fastsam_stream.errors
@@ -54,11 +54,15 @@ fastsam_stream.pipeline.summary
 fastsam_stream.sinks
 fastsam_stream.sinks.base
 fastsam_stream.sinks.jsonl
+fastsam_stream.sinks.lines
 fastsam_stream.sinks.mot
 fastsam_stream.sinks.video
 fastsam_stream.sources
 fastsam_stream.sources.base
 fastsam_stream.sources.file
+fastsam_stream.sources.http_ranges
+fastsam_stream.sources.images
+fastsam_stream.sources.mp4
 fastsam_stream.sources.folder
 fastsam_stream.sources.live
 fastsam_stream.sources.redact

@@ -53,8 +53,8 @@ def test_background_only_is_rejected(scene):
 @pytest.mark.parametrize(
     "prompt",
     [
-        Prompt(boxes=[[150, 10, 250, 50]]),  # x2 beyond the 200-wide frame
-        Prompt(boxes=[[-5, 10, 50, 50]]),
+        Prompt(boxes=[[200, 10, 250, 50]]),  # starts at the right edge: nothing inside
+        Prompt(boxes=[[-50, 10, -5, 50]]),
         Prompt(points=[[200, 10]], labels=[1]),
         Prompt(points=[[10, 100]], labels=[1]),
     ],

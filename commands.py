@@ -1,0 +1,323 @@
+"""The `fastsam-stream` commands (run, eval, export, config) and their command line.
+
+Imported by cli.py once its signal handlers are in place: importing this module imports torch and
+ultralytics, which takes seconds, and Ctrl-C meanwhile must still end in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from pydantic import ValidationError
+
+from .config import Config, first_problem
+from .errors import EXIT_GAVE_UP, EXIT_INTERRUPTED, ConfigError, FastSAMStreamError, OutputError
+from .evaluation.cli import add_eval_parser, run_eval
+from .options import add_config_options, add_model_options, given_settings, option_flags, setting_option
+from .sinks.base import FileSink
+
+
+def _floats(text: str, count: tuple[int, ...], what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in count:
+        raise ConfigError(f"{what} {text!r}: expected {' or '.join(str(c) for c in count)} comma-separated numbers")
+    return values
+
+
+def parse_point(text: str) -> list[float]:
+    """X,Y or X,Y,LABEL as numbers; whether the label is valid is Prompt's rule (core.py), checked with the config.
+
+    Args:
+        text: The --point value.
+
+    Returns:
+        Two or three numbers.
+    """
+    return _floats(text, (2, 3), "--point")
+
+
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="video file, image folder, stream URL (rtsp://, rtmp://, http(s)://, ...), camera (/dev/videoN or N) "
+        "or lavfi:GRAPH; several run together, each with its own outputs",
+    )
+    add_config_options(run)
+    add_model_options(run)
+    setting_option(run, "--conf", "model.conf", type=float)
+    setting_option(run, "--iou", "model.iou", type=float)
+    setting_option(run, "--max-det", "model.max_det", type=int)
+    setting_option(run, "--threads", "model.threads", type=int)
+    setting_option(run, "--transport", "source.transport")
+    setting_option(run, "--reconnect-attempts", "source.reconnect.max_attempts", type=int)
+    setting_option(run, "--read-timeout", "source.read_timeout_s", type=float)
+    setting_option(run, "--drop-policy", "source.drop_policy")
+    setting_option(run, "--camera-size", "source.camera_size")
+    setting_option(run, "--camera-fps", "source.camera_fps", type=float)
+    run.add_argument(
+        "--box",
+        dest="prompt.boxes",
+        action="append",
+        help="box prompt X1,Y1,X2,Y2 in source pixels; repeatable: one target per box",
+    )
+    run.add_argument(
+        "--point",
+        dest="prompt.points",
+        action="append",
+        help="point prompt X,Y[,LABEL] (1 fg, 0 bg); repeatable",
+    )
+    setting_option(run, "--text", "prompt.text")
+    setting_option(run, "--top-k", "prompt.top_k", type=int)
+    setting_option(run, "--min-similarity", "prompt.min_similarity", type=float)
+    setting_option(run, "--mask", "prompt.mask")
+    setting_option(run, "--prompt-frame", "prompt.frame", type=int)
+    setting_option(run, "--prompt-source", "prompt.source")
+    setting_option(run, "--clip-model", "clip.model")
+    setting_option(run, "--clip-weights", "clip.weights")
+    setting_option(run, "--control-port", "control.port", type=int)
+    setting_option(run, "--control-stdin", "control.stdin", action="store_true")
+    setting_option(run, "--out", "output.dir")
+    setting_option(run, "--overwrite", "output.overwrite", action="store_true")
+    setting_option(run, "--masks", "output.masks")
+    run.add_argument(
+        "--no-video", dest="output.video", action="store_const", const=False, help="do not write annotated.mp4"
+    )
+    setting_option(run, "--mot", "output.mot", action="store_true")
+    setting_option(run, "--quiet", "output.quiet", action="store_true")
+    run.add_argument("--debug", action="store_true", help="log more, and show tracebacks on errors")
+
+
+RUN_HELP = "run the pipeline on video files, image folders, streams or cameras"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line: run, eval and export.
+
+    Returns:
+        The top-level parser.
+    """
+    top = argparse.ArgumentParser(prog="fastsam-stream", description="Segment and track a prompted object in video.")
+    commands = top.add_subparsers(dest="command", required=True)
+    _add_run_options(commands.add_parser("run", help=RUN_HELP))
+    add_eval_parser(commands)
+    defaults = commands.add_parser(
+        "config", help="print every setting with its default and description (configs/default.yaml)"
+    )
+    defaults.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    export = commands.add_parser(
+        "export", help="export weights to ONNX for the ONNX Runtime engine (dynamic batch and size)"
+    )
+    export.add_argument("--weights", required=True, help="the *.pt checkpoint to export")
+    export.add_argument("--out", help="the .onnx file to write (default: beside the weights)")
+    export.add_argument("--debug", action="store_true", help="show ultralytics' output and tracebacks on errors")
+    return top
+
+
+def export(args: argparse.Namespace) -> int:
+    """Ultralytics' ONNX export with what the engine wants: dynamic batch and size, simplified graph.
+
+    It runs on a copy of the checkpoint in a temporary folder, because ultralytics always writes
+    beside its input: nothing next to the checkpoint is touched or overwritten.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .pipeline.segmenter import quiet_ultralytics
+
+    quiet_ultralytics(verbose=args.debug)
+    weights = Path(args.weights)
+    if weights.suffix != ".pt" or not weights.is_file():
+        raise ConfigError(f"--weights {weights}: give an existing *.pt checkpoint")
+    out = Path(args.out) if args.out else weights.with_suffix(".onnx")
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out {out}: the export is an ONNX model, so name it *.onnx")
+    if out.exists():
+        raise OutputError(f"{out} exists already: remove it or choose another --out")
+    from ultralytics import YOLO
+
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(shutil.copy(weights, Path(folder) / weights.name))
+        try:
+            written = Path(YOLO(str(copy)).export(format="onnx", dynamic=True, simplify=True, opset=17))
+        except ImportError as exc:
+            raise FastSAMStreamError(
+                f"ONNX export needs {exc.name or 'onnx'}: install fastsam-stream with its [onnx] extra"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - ultralytics raises many types
+            raise FastSAMStreamError(f"ONNX export of {weights} failed: {str(exc).splitlines()[0]}") from None
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(written), out)
+        except OSError as exc:
+            raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(f"exported {weights} -> {out} (use it with --weights {out})")
+    return 0
+
+
+def print_defaults(args: argparse.Namespace) -> int:
+    """`fastsam-stream config`: the documented default config on stdout (a start for your own)."""
+    from .defaults_yaml import default_yaml
+
+    print(default_yaml(), end="")
+    return 0
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Nested config overrides for every option the user gave (unset options leave the config alone).
+
+    Args:
+        args: The parsed `run` command line.
+
+    Returns:
+        e.g. {"model": {"imgsz": 320}, "prompt": {"box": None, "boxes": [[1, 2, 3, 4]]}}.
+    """
+    overrides = given_settings(args)
+    prompt = overrides.get("prompt", {})
+    if "points" in prompt:
+        prompt["points"] = [parse_point(p) for p in prompt["points"]]
+    if "boxes" in prompt:
+        prompt["boxes"] = [_floats(b, (4,), "--box") for b in prompt["boxes"]]
+    if args.sources:
+        overrides["sources"] = args.sources
+    if "boxes" in overrides.get("prompt", {}):  # the command line's boxes replace the config's
+        overrides["prompt"]["box"] = None
+    if overrides.get("clip"):  # naming CLIP means loading it, also for text sent later
+        overrides["clip"]["enabled"] = True
+    return overrides
+
+
+def check_options(overrides: dict[str, Any]) -> None:
+    """Refuse a bad option in the command line's own words (`--conf: ...`, not a config key).
+
+    Args:
+        overrides: What `overrides_from` made of the command line.
+
+    Raises:
+        ConfigError: One line naming the option.
+    """
+    try:
+        Config.model_validate(overrides)
+    except ValidationError as exc:
+        key, message = first_problem(exc)
+        run = argparse.ArgumentParser()
+        _add_run_options(run)
+        flags = {**option_flags(run), "sources": "SOURCE"}
+        named = [flag for k, flag in flags.items() if key == k or key.startswith(k + ".")]
+        if not named and key in ("prompt", ""):  # a rule across the prompt's parts: the prompt options given
+            named = [flags[f"prompt.{name}"] for name in overrides.get("prompt", {}) if f"prompt.{name}" in flags]
+        if not named:  # a rule the config file may complete: said with the merged config
+            return
+        raise ConfigError(f"{'/'.join(named)}: {message}") from None
+
+
+def bind_control(config: Any) -> Any:
+    """The control endpoint the config asks for, bound now: a taken port fails before the model loads."""
+    if config.control.port is None:
+        return None
+    from .pipeline.control import ControlServer
+
+    try:
+        return ControlServer(None, config.control.port)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on 127.0.0.1:{config.control.port}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def controlled(config: Any, server: Any, pipeline: Any) -> Iterator[None]:
+    """Hand the pipeline to the control interface for the length of the run."""
+    from .pipeline.control import StdinControl
+
+    if server is not None:
+        server.pipeline = pipeline
+        print(
+            f"control: POST JSON commands to {server.url}/commands (GET {server.url}/targets)",
+            file=sys.stderr,
+            flush=True,
+        )
+    if config.control.stdin:
+        StdinControl(pipeline, sys.stdin)
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """`fastsam-stream run`: build the pipeline from the config and the options, and run it to the end.
+
+    The control port is bound and the sources opened before the model loads, so a taken port or a
+    wrong source fails at once. Ctrl-C or SIGTERM stop after the frame in hand, with every output
+    finalised.
+
+    Args:
+        args: The parsed `run` command line.
+
+    Returns:
+        The exit status: 0, EXIT_INTERRUPTED after a stop signal, or EXIT_GAVE_UP when a live
+        source ran out of reconnect attempts.
+
+    Raises:
+        FastSAMStreamError: A bad config, source, prompt or output, or a source that failed.
+    """
+    from tqdm import tqdm
+
+    from .assemble import build_pipeline
+    from .config import load_config
+    from .pipeline.segmenter import quiet_ultralytics
+
+    quiet_ultralytics(verbose=args.debug)
+    overrides = overrides_from(args)
+    check_options(overrides)
+    config = load_config(args.config, overrides, tracker=args.tracker)
+    server = bind_control(config)
+    try:
+        pipeline = build_pipeline(config)
+    except BaseException:
+        if server is not None:
+            server.close()
+        raise
+    # From here on a signal only asks the pipeline to stop after the frame in hand, so every sink
+    # ends on the same frame and is finalised; a second signal changes nothing.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: pipeline.stop())
+    show = not config.output.quiet and sys.stderr.isatty()
+    with (
+        controlled(config, server, pipeline),
+        tqdm(total=pipeline.frame_count, unit="frame", disable=not show, dynamic_ncols=True) as bar,
+    ):
+        try:
+            for _ in pipeline:
+                bar.update(1)
+        except Exception:
+            if len(pipeline.sources) > 1:  # the others ran to their end: say how far each got
+                print(pipeline.summary.line(), file=sys.stderr)
+            raise
+        bar.total = bar.n  # containers can announce a wrong count; end the bar on the real one
+        bar.refresh()
+    summary = pipeline.summary
+    if summary.interrupted:
+        print(summary.line(), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    # Only files that exist: a live source that gave up before its first frame wrote none.
+    outputs = ", ".join(str(s.path) for s in pipeline.sinks if isinstance(s, FileSink) and s.path.exists())
+    print(f"{summary.line()} -> {outputs}" if outputs else summary.line())
+    if summary.gave_up:
+        print(f"fastsam-stream: error: gave up reconnecting to {', '.join(summary.gave_up)}", file=sys.stderr)
+        return EXIT_GAVE_UP
+    return 0
+
+
+COMMANDS = {"config": print_defaults, "export": export, "eval": run_eval, "run": run}
+"""Each command's function: it takes the parsed command line and returns the exit status."""
