@@ -16,13 +16,17 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from .config import Config
+from pydantic import ValidationError
+
+from .config import Config, PromptConfig, SourceEntry, one_line
 from .core import FrameResult, Prompt
-from .errors import ConfigError, OutputError, error_reason
+from .errors import ConfigError, OutputError, PromptError, StreamConflictError, error_reason
 from .pipeline import BatchSettings, Pipeline, UltralyticsSegmenter
 from .pipeline.prompts import TextScorer, check_source, read_mask
 from .pipeline.segmenter import resolve_device
+from .service.core import OpenedStream
 from .sinks import EventLogSink, JsonlSink, MotSink, Sink, VideoSink
+from .sinks.rotating import SEGMENT_GLOBS, rotating_sinks
 from .sources import Source, StreamSettings, default_id, open_source
 from .trackers import Tracker, make_tracker
 
@@ -53,33 +57,32 @@ def stream_settings(config: Config) -> StreamSettings:
     return StreamSettings(**config.source.model_dump(include=set(StreamSettings.model_fields)))
 
 
-def source_specs(config: Config) -> list[tuple[str, str]]:
-    """(spec, id) for every configured source; ids are unique (a repeated default id gets -2, -3, ...)."""
-    if not config.sources:
+def source_specs(config: Config, allow_none: bool = False) -> list[tuple[str, str]]:
+    """(spec, id) for every configured source; ids are unique (a repeated default id gets -2, -3, ...).
+
+    No source is a ConfigError, unless `allow_none` (a service, which streams can join later).
+    """
+    if not config.sources and not allow_none:
         raise ConfigError("no source given: pass SOURCE on the command line or list them under 'sources' in the config")
     entries = config.sources
     explicit = [e.id for e in entries if e.id]
     if len(set(explicit)) != len(explicit):
         raise ConfigError(f"source ids must be unique, got {explicit}")
-    taken, specs = set(explicit), []
+    taken, specs = list(explicit), []
     for entry in entries:
         source_id = entry.id
         if source_id is None:
-            base = source_id = default_id(entry.path)
-            n = 1
-            while source_id in taken:
-                n += 1
-                source_id = f"{base}-{n}"
-            taken.add(source_id)
+            source_id = unique_id(default_id(entry.path), taken)
+            taken.append(source_id)
         specs.append((entry.path, source_id))
     return specs
 
 
-def open_sources(config: Config) -> list[Source]:
-    """Open every source now (closing those already open if one fails)."""
+def open_sources(config: Config, allow_none: bool = False) -> list[Source]:
+    """Open every source now (closing those already open if one fails); none only with `allow_none`."""
     opened: list[Source] = []
     s = config.source
-    specs = source_specs(config)
+    specs = source_specs(config, allow_none)
     check_prompt_sources(config, [source_id for _, source_id in specs])  # before anything connects
     try:
         for spec, source_id in specs:
@@ -160,11 +163,17 @@ def earlier_outputs(root: Path) -> list[Path]:
     """
     if not root.is_dir():
         return []
-    found = [root / name for name in OUTPUT_FILES if (root / name).exists()]
+    found = _outputs_in(root)
     for sub in root.iterdir():
         if sub.is_dir():
-            found += [sub / name for name in OUTPUT_FILES if (sub / name).exists()]
+            found += _outputs_in(sub)
     return sorted(found)
+
+
+def _outputs_in(folder: Path) -> list[Path]:
+    """The output files of a run directly in `folder`: the fixed names, and rotated segments."""
+    found = [folder / name for name in OUTPUT_FILES if (folder / name).exists()]
+    return found + [path for pattern in SEGMENT_GLOBS for path in folder.glob(pattern)]
 
 
 def claim_output_dir(root: Path, overwrite: bool) -> None:
@@ -197,22 +206,93 @@ def claim_output_dir(root: Path, overwrite: bool) -> None:
     log.info("removed %d output files of an earlier run in %s", len(found), root)
 
 
-def default_sinks(config: Config, source: Source, several: bool = False) -> list[Sink]:
+def default_sinks(config: Config, source: Source, several: bool = False, serving: bool = False) -> list[Sink]:
     """The file outputs of one source, in a folder made now.
 
     tracks.jsonl always; annotated.mp4 and mot.txt when the config asks for them; events.jsonl for
-    live sources, or when the control interface is on (its prompts change targets, which are events).
+    live sources, or when the control interface is on (its prompts change targets, which are
+    events), or when serving. With `output.segment_minutes`, tracks and video rotate
+    (sinks/rotating.py): tracks-<UTC start>.jsonl and annotated-<UTC start>.mp4 per segment.
     """
     out = Path(config.output.dir)
     out = prepare_output_dir(out / source.source_id if several else out)
-    sinks: list[Sink] = [JsonlSink(out / "tracks.jsonl", masks=config.output.masks)]
-    if config.output.video:
-        sinks.append(VideoSink(out / "annotated.mp4", fps=source.fps))
-    if config.output.mot:
-        sinks.append(MotSink(out / "mot.txt"))
-    if source.is_live or config.control.port is not None or config.control.stdin:
+    o = config.output
+    if o.segment_minutes is not None:  # tracks, video and mot.txt as asked, rotating together
+        sinks: list[Sink] = rotating_sinks(out, o, fps=source.fps)
+    else:
+        sinks = [JsonlSink(out / "tracks.jsonl", masks=o.masks)]
+        if o.video:
+            sinks.append(VideoSink(out / "annotated.mp4", fps=source.fps))
+        if o.mot:
+            sinks.append(MotSink(out / "mot.txt"))
+    if serving or source.is_live or config.control.port is not None or config.control.stdin:
         sinks.append(EventLogSink(out / "events.jsonl"))
     return sinks
+
+
+def unique_id(base: str, taken: Sequence[str]) -> str:
+    """`base`, or `base-2`, `base-3`, ... : the first not in `taken`."""
+    source_id, n = base, 1
+    while source_id in taken:
+        n += 1
+        source_id = f"{base}-{n}"
+    return source_id
+
+
+class StreamFactory:
+    """Opens the streams a running service adds (`POST /api/streams`) with the config's settings.
+
+    Each gets its own folder `output.dir/<id>/`; an id whose folder holds an earlier stream's
+    outputs is refused (unless `output.overwrite`, or rotation, whose names never clash).
+
+    Args:
+        config: The service's configuration.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def __call__(self, path: str, stream_id: str | None, prompt: dict | None, taken: Sequence[str]) -> OpenedStream:
+        """Open the source and its outputs (see service.core.StreamOpener)."""
+        try:
+            entry = SourceEntry(path=path, id=stream_id)
+        except ValidationError as exc:
+            raise ConfigError(f"bad stream: {one_line(exc)}") from None
+        source_id = entry.id or unique_id(default_id(entry.path), taken)
+        prompts = []
+        if prompt:
+            try:
+                given = PromptConfig.model_validate({**prompt, "source": prompt.get("source") or source_id})
+            except ValidationError as exc:
+                raise PromptError(f"bad prompt: {one_line(exc)}") from None
+            if given.source != source_id:
+                raise PromptError(f"the prompt names source {given.source!r}, not the new stream {source_id!r}")
+            if not given.is_empty:
+                prompts.append(given.to_prompt(read_mask(given.mask) if given.mask else None))
+        folder, o = Path(self.config.output.dir) / source_id, self.config.output
+        if o.segment_minutes is None:  # rotated names never clash: a stream added again continues its folder
+            if not o.overwrite and earlier_outputs(folder):
+                raise StreamConflictError(
+                    f"{folder} holds the outputs of an earlier stream {source_id!r}: choose another id "
+                    "(or serve with output.overwrite, or output.segment_minutes, whose names never clash)"
+                )
+            claim_output_dir(folder, o.overwrite)
+        s = self.config.source
+        source = open_source(
+            entry.path,
+            source_id=source_id,
+            folder_fps=s.fps,
+            stream=stream_settings(self.config),
+            camera_size=s.camera_size,
+            camera_fps=s.camera_fps,
+            skip_bad_images=s.skip_bad_images,
+        )
+        try:
+            sinks = default_sinks(self.config, source, several=True, serving=True)
+        except BaseException:
+            source.close()
+            raise
+        return OpenedStream(source, sinks, prompts)
 
 
 def build_pipeline(
@@ -222,23 +302,30 @@ def build_pipeline(
     segmenter: UltralyticsSegmenter | None = None,
     sinks: Sequence[Sink | Callable[[FrameResult], object]] | None = None,
     text_scorer: TextScorer | None = None,
+    shared_sinks: Sequence[Sink] = (),
+    serving: bool = False,
 ) -> Pipeline:
     """A ready Pipeline. Pass `sinks=[...]` to replace the file outputs (e.g. with a callback).
 
     Prompts and CLIP are checked before the segmenter loads: a missing mask image or CLIP
-    weights that cannot be had fail in a moment.
+    weights that cannot be had fail in a moment. `shared_sinks` get every source's results
+    besides the file outputs (the service's frame hub). `serving`: a service's pipeline, which
+    runs until stopped, with no source or with sources joining and leaving, each in its own
+    folder.
     """
-    if sinks is None:  # before anything connects: a reused folder fails at once
+    if sinks is None and not (serving and config.output.segment_minutes is not None):
+        # before anything connects: a reused folder fails at once (rotated names never clash)
         claim_output_dir(Path(config.output.dir), config.output.overwrite)
     if source is None:
-        sources = open_sources(config)
+        sources = open_sources(config, allow_none=serving)
     else:
         sources = [source] if isinstance(source, Source) else list(source)
     try:
         prompts = prompts_from(config)
         text_scorer = text_scorer or load_text_scorer(config)
+        several = serving or len(sources) > 1
         outputs = (
-            {} if sinks is not None else {s.source_id: default_sinks(config, s, len(sources) > 1) for s in sources}
+            {} if sinks is not None else {s.source_id: default_sinks(config, s, several, serving) for s in sources}
         )
         segmenter = segmenter or UltralyticsSegmenter(config.model)
         return Pipeline(
@@ -247,10 +334,11 @@ def build_pipeline(
             prompt=prompts,
             text_scorer=text_scorer,
             tracker=tracker_factory(config),
-            sinks=sinks or (),
+            sinks=[*(sinks or ()), *shared_sinks],
             sinks_for=(lambda s: outputs[s.source_id]) if outputs else None,
             batch=BatchSettings(**config.batch.model_dump(), buffer_size=config.source.buffer_size),
             drop_policy=config.source.drop_policy,
+            keep_running=serving,
         )
     except BaseException:
         if source is None:

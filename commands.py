@@ -44,7 +44,7 @@ def parse_point(text: str) -> list[float]:
     return _floats(text, (2, 3), "--point")
 
 
-def _add_run_options(run: argparse.ArgumentParser) -> None:
+def _add_run_options(run: argparse.ArgumentParser, control: bool = True) -> None:
     run.add_argument(
         "sources",
         nargs="*",
@@ -84,8 +84,9 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     setting_option(run, "--prompt-source", "prompt.source")
     setting_option(run, "--clip-model", "clip.model")
     setting_option(run, "--clip-weights", "clip.weights")
-    setting_option(run, "--control-port", "control.port", type=int)
-    setting_option(run, "--control-stdin", "control.stdin", action="store_true")
+    if control:  # serve carries the control interface on its own HTTP port
+        setting_option(run, "--control-port", "control.port", type=int)
+        setting_option(run, "--control-stdin", "control.stdin", action="store_true")
     setting_option(run, "--out", "output.dir")
     setting_option(run, "--overwrite", "output.overwrite", action="store_true")
     setting_option(run, "--masks", "output.masks")
@@ -98,6 +99,15 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
 
 
 RUN_HELP = "run the pipeline on video files, image folders, streams or cameras"
+SERVE_HELP = "run as a service until stopped: live viewer in the browser, HTTP API, Prometheus metrics"
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
+    _add_run_options(serve, control=False)
+    setting_option(serve, "--host", "serve.host")
+    setting_option(serve, "--port", "serve.port", type=int)
+    setting_option(serve, "--token", "serve.token")
+    setting_option(serve, "--metrics-open", "serve.metrics_open", action="store_true")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -109,6 +119,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="fastsam-stream", description="Segment and track a prompted object in video.")
     commands = top.add_subparsers(dest="command", required=True)
     _add_run_options(commands.add_parser("run", help=RUN_HELP))
+    _add_serve_options(commands.add_parser("serve", help=SERVE_HELP))
     add_eval_parser(commands)
     defaults = commands.add_parser(
         "config", help="print every setting with its default and description (configs/default.yaml)"
@@ -197,11 +208,12 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def check_options(overrides: dict[str, Any]) -> None:
+def check_options(overrides: dict[str, Any], add_options: Any = _add_run_options) -> None:
     """Refuse a bad option in the command line's own words (`--conf: ...`, not a config key).
 
     Args:
         overrides: What `overrides_from` made of the command line.
+        add_options: Adds the command's options to a parser (run's by default).
 
     Raises:
         ConfigError: One line naming the option.
@@ -211,7 +223,7 @@ def check_options(overrides: dict[str, Any]) -> None:
     except ValidationError as exc:
         key, message = first_problem(exc)
         run = argparse.ArgumentParser()
-        _add_run_options(run)
+        add_options(run)
         flags = {**option_flags(run), "sources": "SOURCE"}
         named = [flag for k, flag in flags.items() if key == k or key.startswith(k + ".")]
         if not named and key in ("prompt", ""):  # a rule across the prompt's parts: the prompt options given
@@ -319,5 +331,64 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"config": print_defaults, "export": export, "eval": run_eval, "run": run}
+def serve(args: argparse.Namespace) -> int:
+    """`fastsam-stream serve`: the pipeline as a service, with its HTTP surface, until SIGTERM or Ctrl-C.
+
+    The port is bound and the sources opened before the model loads (a taken port or a wrong
+    source fails at once; /healthz answers meanwhile, /readyz says the model is loading). Sources
+    join and leave through the API; one failing, ending or giving up never stops the others. A
+    stop signal drains: the frame in hand reaches every sink, and every file is finalised.
+
+    Args:
+        args: The parsed `serve` command line.
+
+    Returns:
+        0 once stopped.
+
+    Raises:
+        FastSAMStreamError: A bad config, source, prompt or output; a non-loopback host without a token.
+    """
+    import os
+
+    from .assemble import StreamFactory, build_pipeline
+    from .config import load_config
+    from .pipeline.segmenter import quiet_ultralytics
+    from .service.app import make_app
+    from .service.core import Service
+    from .service.frames import FrameHub
+    from .service.security import check_bind
+    from .service.server import HttpServer
+
+    quiet_ultralytics(verbose=args.debug)
+    overrides = overrides_from(args)
+    if os.environ.get("FASTSAM_STREAM_TOKEN") and "token" not in overrides.get("serve", {}):
+        overrides.setdefault("serve", {})["token"] = os.environ["FASTSAM_STREAM_TOKEN"]
+    check_options(overrides, _add_serve_options)
+    config = load_config(args.config, overrides, tracker=args.tracker)
+    s = config.serve
+    check_bind(s.host, s.token)
+    hub = FrameHub()
+    service = Service(s, hub, StreamFactory(config))
+    try:
+        server = HttpServer(make_app(service), s.host, s.port, s.read_timeout_s)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
+    print(
+        f"serving on {server.url} (viewer: {server.url}/, metrics: {server.url}/metrics)", file=sys.stderr, flush=True
+    )
+    try:
+        pipeline = build_pipeline(config, shared_sinks=[hub], serving=True)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # drain: the frame in hand reaches every sink
+            signal.signal(signum, lambda *_: pipeline.stop())
+        service.pipeline = pipeline
+        for _ in pipeline:
+            pass
+    finally:
+        hub.close()  # viewers' streams end, so the server can stop
+        server.close()
+    print(pipeline.summary.line(), file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"config": print_defaults, "export": export, "eval": run_eval, "run": run, "serve": serve}
 """Each command's function: it takes the parsed command line and returns the exit status."""

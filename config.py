@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .core import Prompt
 from .errors import ConfigError, PromptError
@@ -146,6 +146,15 @@ class ControlConfig(Settings):
     stdin: bool = Field(False, description="re-prompt while running: JSON commands on standard input, one per line")
 
 
+class RetentionConfig(Settings):
+    """How long rotated segments are kept (`output.retention`); the oldest are deleted first."""
+
+    max_age_hours: float | None = Field(None, gt=0, description="delete segments that started longer ago than this")
+    max_total_mb: float | None = Field(
+        None, gt=0, description="delete the oldest segments while a stream's segments take more than this"
+    )
+
+
 class OutputConfig(Settings):
     """What a run writes: config section `output`."""
 
@@ -159,6 +168,13 @@ class OutputConfig(Settings):
     masks: Literal["target", "all", "none"] = Field("target", description="which tracks get RLE masks in tracks.jsonl")
     mot: bool = Field(False, description="also write mot.txt: every tracked instance in MOTChallenge format")
     quiet: bool = Field(False, description="no progress bar (it is also off when stderr is not a terminal)")
+    segment_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="start new output files every this many minutes: tracks-<UTC start>.jsonl and "
+        "annotated-<UTC start>.mp4, each complete on its own (none: one file per stream for the whole run)",
+    )
+    retention: RetentionConfig = RetentionConfig()
 
     @field_validator("dir")
     @classmethod
@@ -166,6 +182,30 @@ class OutputConfig(Settings):
         if not v.strip():
             raise ValueError("give a folder: an empty name would write into the working folder")
         return v
+
+
+class ServeConfig(Settings):
+    """`fastsam-stream serve`: the HTTP service (service/): config section `serve`."""
+
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="the interface to listen on; other than loopback needs a token"
+    )
+    port: int = Field(8000, ge=0, le=65535, description="the port to listen on (0: any free port)")
+    token: SecretStr | None = Field(
+        None,
+        description="the token every request needs (Authorization: Bearer, or the viewer's login cookie); "
+        "FASTSAM_STREAM_TOKEN sets it too",
+    )
+    metrics_open: bool = Field(
+        False, description="serve /metrics without the token (for a scraper on a trusted network)"
+    )
+    cors_origins: list[str] = Field(
+        [], description="origins allowed to call the API from their pages (none by default)"
+    )
+    max_body_kb: int = Field(64, ge=1, le=65536, description="the largest request body taken, in KiB")
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="a request whose headers or body take longer than this is answered 408"
+    )
 
 
 class Config(Settings):
@@ -186,6 +226,7 @@ class Config(Settings):
     )
     clip: ClipSettings = ClipSettings()
     control: ControlConfig = ControlConfig()
+    serve: ServeConfig = ServeConfig()
     # Any registered tracker's settings, told apart by `kind` (trackers/registry.py).
     tracker: settings_union() = ByteTrackerSettings()  # type: ignore[valid-type]
     output: OutputConfig = OutputConfig()

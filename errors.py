@@ -49,6 +49,21 @@ class ModelError(FastSAMStreamError):
     """The segmentation model cannot be loaded or run (missing weights, wrong task, bad device)."""
 
 
+class UnknownStreamError(FastSAMStreamError, KeyError):
+    """A request names a stream the service does not have (HTTP 404)."""
+
+    def __str__(self) -> str:  # KeyError's own quotes the message
+        return str(self.args[0]) if self.args else ""
+
+
+class StreamConflictError(FastSAMStreamError):
+    """A stream cannot be added: its id is taken, or this run takes no new sources (HTTP 409)."""
+
+
+class ServiceStartingError(FastSAMStreamError):
+    """The service is not ready for this request yet: the model is loading (HTTP 503)."""
+
+
 def error_reason(exc: BaseException) -> str:
     """The short reason in an error from PyAV/FFmpeg or the OS, for one-line messages.
 

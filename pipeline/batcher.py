@@ -29,9 +29,10 @@ from ..settings import Settings, default_of
 from ..sources.base import DropPolicy, Source
 from .intake import FrameIntake, SourceEnded
 from .segmenter import Segmenter, StagedSegmenter, staged
+from .status import BATCH_SIZE_BUCKETS, Histogram
 
 _POLL_S = 0.1  # how often a blocked thread looks at the stop flag
-_LIVE_JOIN_S = 1.0  # a live reader may sit in a network read; it closes its own stream when it returns
+LIVE_JOIN_S = 1.0  # a live reader may sit in a network read; it closes its own stream when it returns
 log = logging.getLogger(__name__)
 
 
@@ -101,7 +102,8 @@ class SegmentingStages:
     exception ends the run.
 
     Iteration also ends when `interrupt` is set (a caller asked the run to stop); `stop()` then
-    ends the threads.
+    ends the threads. With `open_ended`, sources join (`add_source`) and leave (`remove_source`)
+    while it runs, and iteration goes on with none left until the stop.
     """
 
     def __init__(
@@ -111,14 +113,16 @@ class SegmentingStages:
         settings: BatchSettings = DEFAULT_BATCH_SETTINGS,
         interrupt: threading.Event | None = None,
         drop_policy: DropPolicy | str | None = None,
+        open_ended: bool = False,
     ) -> None:
         self.sources = list(sources)
         self.segmenter: StagedSegmenter = staged(segmenter)
         self.settings = settings
+        self.drop_policy = drop_policy
         self._stop = threading.Event()
         self._interrupt = interrupt or threading.Event()
         policies = {s.source_id: DropPolicy.for_source(s, drop_policy) for s in self.sources}
-        self.intake = FrameIntake(policies, settings.buffer_size, self._stop)
+        self.intake = FrameIntake(policies, settings.buffer_size, self._stop, open_ended=open_ended)
         self._results: queue.Queue = queue.Queue(maxsize=settings.queue_size)
         self._unseen: Counter[str] = Counter()  # taken from the intake, never handed to the caller
         self._unseen_lock = threading.Lock()
@@ -126,6 +130,9 @@ class SegmentingStages:
             threading.Thread(target=self._read, args=(s,), name=f"read-{s.source_id}", daemon=True)
             for s in self.sources
         ]
+        self._members = threading.Lock()  # guards sources and _readers, which add_source extends
+        self._started = False
+        self.batch_sizes = Histogram(BATCH_SIZE_BUCKETS)  # frames per batch through the network
         # One prepared batch waits while the network runs the one before it: two stages overlapped.
         self._prepared: queue.Queue = queue.Queue(maxsize=1)
         self._ahead = threading.Semaphore(1)
@@ -134,25 +141,76 @@ class SegmentingStages:
 
     def start(self) -> None:
         """Start the reader threads and both stages; results then wait in a bounded queue for the iteration."""
-        for thread in [*self._readers, self._prepare_thread, self._segmenter_thread]:
+        with self._members:
+            self._started = True
+            threads = [*self._readers, self._prepare_thread, self._segmenter_thread]
+        for thread in threads:
             thread.start()
+
+    def add_source(self, source: Source) -> None:
+        """A source joins the running stages (`open_ended` ones): its reader starts now.
+
+        Raises:
+            ValueError: The stages are stopping, or a source with this id has not finished leaving.
+        """
+        with self._members:
+            if self._stop.is_set():
+                raise ValueError("the run is stopping")
+            for old, reader in zip(self.sources, self._readers, strict=True):
+                if old.source_id == source.source_id and reader.is_alive():
+                    raise ValueError(f"source {source.source_id!r} is still closing: try again in a moment")
+            self.intake.add(source.source_id, DropPolicy.for_source(source, self.drop_policy))
+            thread = threading.Thread(target=self._read, args=(source,), name=f"read-{source.source_id}", daemon=True)
+            self.sources.append(source)
+            self._readers.append(thread)
+            if self._started:
+                thread.start()
+
+    def remove_source(self, source_id: str) -> None:
+        """A source leaves: its waiting frames are dropped and its end is queued; its reader stops.
+
+        Its SourceEnded then reaches the caller after the frames already taken.
+        """
+        self.intake.retire(source_id)
+        for source in self._members_now()[0]:
+            if source.source_id == source_id and source.is_live:
+                source.close()  # wakes a reader sleeping between reconnect attempts, or in a read
+
+    def join_reader(self, source_id: str, timeout_s: float | None = None) -> bool:
+        """Wait for the latest reader of `source_id` to end; True when it has (or never started)."""
+        sources, readers = self._members_now()
+        for source, thread in reversed(list(zip(sources, readers, strict=True))):
+            if source.source_id == source_id:
+                if thread.is_alive() and thread is not threading.current_thread():
+                    thread.join(timeout_s)
+                return not thread.is_alive()
+        return True
+
+    def _members_now(self) -> tuple[list[Source], list[threading.Thread]]:
+        with self._members:
+            return list(self.sources), list(self._readers)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting per stage: decoded frames, prepared batches, segmented results."""
+        return {"intake": self.intake.waiting(), "prepared": self._prepared.qsize(), "results": self._results.qsize()}
 
     def stop(self) -> None:
         """Stop every thread and wait for them; frames not yet segmented are dropped."""
         self._stop.set()
-        for source in self.sources:
+        sources, readers = self._members_now()
+        for source in sources:
             if source.is_live:
                 source.close()  # wakes a reader sleeping between reconnect attempts
         self.intake.wake()
-        for source, thread in zip(self.sources, self._readers, strict=True):
+        for source, thread in zip(sources, readers, strict=True):
             if thread.is_alive() and thread is not threading.current_thread():
-                thread.join(_LIVE_JOIN_S if source.is_live else None)
+                thread.join(LIVE_JOIN_S if source.is_live else None)
                 if thread.is_alive():
                     log.debug(
                         "%s: reader still in a read; it will close its stream when the read returns", source.source_id
                     )
         for stage in (self._prepare_thread, self._segmenter_thread):
-            if stage.is_alive() and stage is not threading.current_thread():
+            if stage.ident is not None and stage.is_alive() and stage is not threading.current_thread():
                 stage.join()
         # Frames the caller will never see count as dropped: a frame dropped is a frame counted.
         self.intake.discard_waiting()
@@ -274,6 +332,7 @@ class SegmentingStages:
     def _run(self, batch: _Batch) -> list[Instances]:
         if not batch.frames:
             return []
+        self.batch_sizes.observe(len(batch.frames))
         segmented = self.segmenter.infer(batch.prepared)
         if len(segmented) != len(batch.frames):
             raise RuntimeError(f"the segmenter returned {len(segmented)} results for {len(batch.frames)} frames")

@@ -51,6 +51,8 @@ class _Buffer:
     dropped: int = 0  # total
     dropped_pending: int = 0  # since the last frame taken
     finished: bool = False  # its SourceEnded has been taken
+    retiring: bool = False  # removed while running: its end is queued, nothing more is taken in
+    end_queued: bool = False  # its SourceEnded is in `items`
 
 
 class FrameIntake:
@@ -63,20 +65,66 @@ class FrameIntake:
         policies: Each source's drop policy, by source id; their order is the round-robin order.
         capacity: Frames each buffer holds before its policy applies.
         stop: Set when the run stops: waiting puts and takes return, and nothing more is added.
+        open_ended: Sources may join later (a service): the intake is never `finished`, even
+            with every source ended or none at all; only `stop` ends it.
 
     Raises:
         ValueError: `capacity` is below 1.
     """
 
-    def __init__(self, policies: dict[str, DropPolicy], capacity: int, stop: threading.Event) -> None:
+    def __init__(
+        self, policies: dict[str, DropPolicy], capacity: int, stop: threading.Event, open_ended: bool = False
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
         self.capacity = capacity
+        self.open_ended = open_ended
         self._buffers = {source_id: _Buffer(policy) for source_id, policy in policies.items()}
         self._order = list(policies)
         self._next = 0  # round-robin start
         self._stop = stop
         self._changed = threading.Condition()
+
+    def add(self, source_id: str, policy: DropPolicy) -> None:
+        """A source joins while running (an open-ended intake); an id whose source has ended may come back.
+
+        Raises:
+            ValueError: A source with this id is still in the intake (its end not yet taken).
+        """
+        with self._changed:
+            old = self._buffers.get(source_id)
+            if old is not None and not old.finished:
+                raise ValueError(f"source {source_id!r} is still in the intake")
+            self._buffers[source_id] = _Buffer(policy)
+            if source_id not in self._order:
+                self._order.append(source_id)
+            self._changed.notify_all()
+
+    def retire(self, source_id: str) -> None:
+        """A source leaves while running: its waiting frames are dropped (counted) and its end queued now.
+
+        Its reader's next put is refused, which tells it to stop; a source already ended is left alone.
+        """
+        with self._changed:
+            buffer = self._buffers[source_id]
+            if buffer.finished or buffer.retiring:
+                return
+            buffer.retiring = True
+            buffer.dropped += buffer.frames
+            buffer.items = deque(item for item in buffer.items if not isinstance(item, Frame))
+            buffer.frames = 0
+            if not buffer.end_queued:
+                buffer.items.append(SourceEnded(source_id))
+                buffer.end_queued = True
+            self._changed.notify_all()
+
+    def waiting(self) -> int:
+        """Frames decoded and waiting for the segmenter, over every source."""
+        with self._changed:
+            return sum(b.frames for b in self._buffers.values())
+
+    def _all_finished(self) -> bool:
+        return not self.open_ended and all(b.finished for b in self._buffers.values())
 
     def dropped(self, source_id: str) -> int:
         """Frames of this source dropped so far: by its policy, refused while stopping, or discarded at the stop."""
@@ -87,7 +135,7 @@ class FrameIntake:
     def finished(self) -> bool:
         """Every source's end marker has been taken: the batch just taken is the last."""
         with self._changed:
-            return all(b.finished for b in self._buffers.values())
+            return self._all_finished()
 
     def wake(self) -> None:
         """Wake waiting threads (after `stop` is set)."""
@@ -110,22 +158,23 @@ class FrameIntake:
             item: A frame, an event or the source's end marker.
 
         Returns:
-            False when the run is stopping and the item was not added (a refused frame counts
-            as dropped).
+            False when the run is stopping, or the source was removed, and the item was not added
+            (a refused frame counts as dropped).
         """
-        buffer = self._buffers[source_id]
         is_frame = isinstance(item, Frame)
         with self._changed:
-            while not self._stop.is_set() and is_frame and buffer.frames >= self.capacity:
+            buffer = self._buffers[source_id]
+            while not self._stop.is_set() and not buffer.retiring and is_frame and buffer.frames >= self.capacity:
                 if buffer.policy is DropPolicy.DROP_OLDEST:
                     self._drop_oldest_frame(buffer)
                 else:
                     self._changed.wait(_POLL_S)
-            if self._stop.is_set():
+            if self._stop.is_set() or buffer.retiring:
                 buffer.dropped += is_frame  # a frame decoded but refused is a frame dropped
                 return False
             if is_frame:
                 buffer.frames += 1
+            buffer.end_queued = buffer.end_queued or isinstance(item, SourceEnded)
             buffer.items.append(item)
             self._changed.notify_all()
             return True
@@ -159,7 +208,7 @@ class FrameIntake:
             while not self._stop.is_set():
                 self._take_round_robin(taken, max_frames)
                 frames = sum(t.frame is not None for t in taken)
-                if frames >= max_frames or all(b.finished for b in self._buffers.values()):
+                if frames >= max_frames or self._all_finished():
                     break
                 if taken and frames == 0:
                     break  # only events or ends: hand them on now
@@ -181,6 +230,8 @@ class FrameIntake:
         while progress and sum(t.frame is not None for t in taken) < max_frames:
             progress = False
             n = len(self._order)
+            if n == 0:  # an open-ended intake with no source yet
+                return
             for k in range(n):
                 source_id = self._order[(self._next + k) % n]
                 item = self._take_one(source_id)

@@ -21,11 +21,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fakes import Events, FixedBox
 
 import fastsam_stream as fs
-from fastsam_stream.core import DenseMasks, EventKind, Frame, Instances
 from fastsam_stream.errors import PromptError
 from fastsam_stream.pipeline.control import ControlServer
 from fastsam_stream.pipeline.runner import MAX_PENDING_CLEARING, MAX_PENDING_COMMANDS
@@ -34,40 +33,6 @@ from fastsam_stream.sinks import EventLogSink
 CLIP = "carphone_pristine.mp4"  # 176x144, 120 frames
 BOX = [40.0, 30.0, 130.0, 110.0]
 HANG_S = 300  # only stops a hang
-
-
-class OneBox:
-    def segment(self, frames: list[Frame]) -> list[Instances]:
-        out = []
-        for f in frames:
-            mask = np.zeros((1, f.height, f.width), bool)
-            mask[0, 30:110, 40:130] = True
-            out.append(Instances(np.array([BOX]), np.array([0.9]), (f.height, f.width), masks=DenseMasks(mask)))
-        return out
-
-
-class Events:
-    """An event sink that records every event, and whether any came after it was closed."""
-
-    def __init__(self) -> None:
-        self.events: list[fs.SourceEvent] = []
-        self.closed = False
-        self.after_close: list[fs.SourceEvent] = []
-
-    def write(self, result) -> None:
-        pass
-
-    def on_event(self, event) -> None:
-        (self.after_close if self.closed else self.events).append(event)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def failed(self) -> list[fs.SourceEvent]:
-        return [e for e in self.events if e.kind is EventKind.PROMPT_FAILED]
-
-    def changed(self) -> list[fs.SourceEvent]:
-        return [e for e in self.events if e.kind is EventKind.TARGETS_CHANGED]
 
 
 class At:
@@ -87,7 +52,7 @@ class At:
 
 
 def _pipeline(videos: Path, *sinks, **kwargs) -> fs.Pipeline:
-    pipeline = fs.Pipeline(fs.FileSource(videos / CLIP), OneBox(), sinks=list(sinks), **kwargs)
+    pipeline = fs.Pipeline(fs.FileSource(videos / CLIP), FixedBox(BOX), sinks=list(sinks), **kwargs)
     for sink in sinks:
         if isinstance(sink, At):
             sink.pipeline = pipeline
@@ -99,7 +64,12 @@ def _add(frame: int, **kwargs) -> fs.Prompt:
 
 
 def _post(server: ControlServer, command: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(server.url + "/commands", data=json.dumps(command).encode(), method="POST")
+    request = urllib.request.Request(
+        server.url + "/commands",
+        data=json.dumps(command).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(request, timeout=HANG_S) as reply:
             return reply.status, json.loads(reply.read())
@@ -186,7 +156,7 @@ def test_a_replace_supersedes_what_waits_for_its_frame_but_not_later_changes(vid
 
 def test_a_flood_of_drops_is_bounded_too_and_a_command_for_every_source_is_all_or_none(videos):
     sources = [fs.FileSource(videos / CLIP, source_id=name) for name in ("a", "b")]
-    pipeline = fs.Pipeline(sources, OneBox())
+    pipeline = fs.Pipeline(sources, FixedBox(BOX))
     try:
         for frame in range(MAX_PENDING_CLEARING):  # each on a frame of its own: none supersedes another
             pipeline.drop_targets(frame=1000 + frame, source_id="a")

@@ -17,26 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fakes import Middle
 
 import fastsam_stream as fs
-from fastsam_stream.core import DenseMasks, Frame, Instances
 from fastsam_stream.errors import OutputError, SourceError
 
 HANG_S = 300  # only stops a hang
-
-
-class Middle:
-    """A fake segmenter: one instance in the middle of every frame, whatever its size."""
-
-    def segment(self, frames: list[Frame]) -> list[Instances]:
-        out = []
-        for f in frames:
-            h, w = f.height, f.width
-            mask = np.zeros((1, h, w), bool)
-            mask[0, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = True
-            box = np.array([[w // 4, h // 4, 3 * w // 4, 3 * h // 4]], np.float32)
-            out.append(Instances(box, np.array([0.9]), (h, w), masks=DenseMasks(mask)))
-        return out
 
 
 def _broken_folder(root: Path) -> Path:

@@ -46,16 +46,26 @@ fastsam_stream.pipeline.clip_settings
 fastsam_stream.pipeline.control
 fastsam_stream.pipeline.engines
 fastsam_stream.pipeline.intake
+fastsam_stream.pipeline.lane
 fastsam_stream.pipeline.masks
 fastsam_stream.pipeline.prompts
 fastsam_stream.pipeline.runner
 fastsam_stream.pipeline.segmenter
+fastsam_stream.pipeline.status
 fastsam_stream.pipeline.summary
+fastsam_stream.service
+fastsam_stream.service.app
+fastsam_stream.service.core
+fastsam_stream.service.frames
+fastsam_stream.service.metrics
+fastsam_stream.service.security
+fastsam_stream.service.server
 fastsam_stream.sinks
 fastsam_stream.sinks.base
 fastsam_stream.sinks.jsonl
 fastsam_stream.sinks.lines
 fastsam_stream.sinks.mot
+fastsam_stream.sinks.rotating
 fastsam_stream.sinks.video
 fastsam_stream.sources
 fastsam_stream.sources.base
@@ -112,9 +122,15 @@ def test_wheel_holds_only_the_fastsam_stream_package(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"fastsam_stream", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
-    for sub in ("pipeline", "trackers", "sources", "sinks", "evaluation"):
+    for sub in ("pipeline", "trackers", "sources", "sinks", "evaluation", "service"):
         assert f"fastsam_stream/{sub}/__init__.py" in names
     assert "fastsam_stream/configs/default.yaml" in names
+    # the viewer ships as package data: it works offline, with no build step
+    viewer = {
+        f"fastsam_stream/service/static/{n}"
+        for n in ("index.html", "stream.html", "login.html", "viewer.js", "viewer.css")
+    }
+    assert viewer <= set(names)
     assert {"fastsam_stream/configs/trackers/bytetrack.yaml", "fastsam_stream/configs/trackers/iou.yaml"} <= set(names)
     assert not any(n.startswith("fastsam_stream/tests/") for n in names)
 

@@ -96,7 +96,12 @@ def test_nothing_inside_the_frame_is_refused(first, prompt):
 
 
 def _post(server: ControlServer, command: dict) -> int:
-    request = urllib.request.Request(server.url + "/commands", data=json.dumps(command).encode(), method="POST")
+    request = urllib.request.Request(
+        server.url + "/commands",
+        data=json.dumps(command).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
     try:
         with urllib.request.urlopen(request, timeout=HANG_S) as reply:
             return reply.status
@@ -162,7 +167,7 @@ def test_the_command_line_takes_a_box_past_the_edge_with_one_warning(cli, weight
     assert done.stdout.startswith("done: 120 frames"), done.stdout
     lines = done.stderr.splitlines()
     assert lines == [
-        f"WARNING fastsam_stream.pipeline.runner: {SOURCE}: frame 0: "
+        f"WARNING fastsam_stream.pipeline.lane: {SOURCE}: frame 0: "
         "box 28,16,177,145 reaches past the 176x144 frame: clipped to 28,16,176,144"
     ], done.stderr
     first = json.loads((tmp_path / "tracks.jsonl").read_text().splitlines()[0])

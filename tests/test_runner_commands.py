@@ -8,39 +8,15 @@ over HTTP and stdin with the real model.)
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from fakes import Events, FixedBox
 
 import fastsam_stream as fs
-from fastsam_stream.core import DenseMasks, EventKind, Frame, Instances
+from fastsam_stream.core import EventKind
 from fastsam_stream.errors import PromptError
 from fastsam_stream.pipeline.runner import MAX_PENDING_COMMANDS
 
 BOX = [40.0, 30.0, 130.0, 110.0]  # inside carphone's 176x144 frames
-
-
-class OneBox:
-    def segment(self, frames: list[Frame]) -> list[Instances]:
-        out = []
-        for f in frames:
-            mask = np.zeros((1, f.height, f.width), bool)
-            mask[0, 30:110, 40:130] = True
-            out.append(Instances(np.array([BOX]), np.array([0.9]), (f.height, f.width), masks=DenseMasks(mask)))
-        return out
-
-
-class Events:
-    def __init__(self) -> None:
-        self.events = []
-
-    def write(self, result) -> None:
-        pass
-
-    def on_event(self, event) -> None:
-        self.events.append(event)
-
-    def close(self) -> None:
-        pass
 
 
 class BrokenScorer:
@@ -50,7 +26,7 @@ class BrokenScorer:
 
 def _pipeline(videos, *sink, frames: int | None = None, **kwargs) -> fs.Pipeline:
     source = fs.FileSource(videos / "carphone_pristine.mp4")
-    return fs.Pipeline(source, OneBox(), sinks=list(sink), **kwargs)
+    return fs.Pipeline(source, FixedBox(BOX), sinks=list(sink), **kwargs)
 
 
 def test_a_prompt_that_fails_while_running_is_an_event_and_the_run_goes_on(videos):
@@ -86,7 +62,7 @@ def test_dropping_ids_that_are_not_targets_is_reported_not_applied(videos):
 
 def test_ids_are_per_source_so_dropping_ids_needs_the_source(videos):
     sources = [fs.FileSource(videos / "carphone_pristine.mp4", source_id=name) for name in ("a", "b")]
-    pipeline = fs.Pipeline(sources, OneBox())
+    pipeline = fs.Pipeline(sources, FixedBox(BOX))
     with pytest.raises(PromptError, match="name the source"):
         pipeline.drop_targets([1])
     pipeline.drop_targets([1], source_id="a")  # accepted
@@ -96,7 +72,7 @@ def test_ids_are_per_source_so_dropping_ids_needs_the_source(videos):
 
 def test_a_full_queue_refuses_a_command_on_every_source_or_none(videos):
     sources = [fs.FileSource(videos / "carphone_pristine.mp4", source_id=name) for name in ("a", "b")]
-    pipeline = fs.Pipeline(sources, OneBox())
+    pipeline = fs.Pipeline(sources, FixedBox(BOX))
     for frame in range(MAX_PENDING_COMMANDS):
         pipeline.add_prompt(fs.Prompt(boxes=[BOX], frame=frame, source_id="a"))
     with pytest.raises(PromptError, match="already waiting for a"):
