@@ -18,17 +18,22 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .alerts import make_alert
 from .config import Config, PromptConfig, SourceEntry, one_line
 from .core import FrameResult, Prompt
 from .errors import ConfigError, OutputError, PromptError, StreamConflictError, error_reason
 from .pipeline import BatchSettings, Pipeline, UltralyticsSegmenter
+from .pipeline.places import PlaceStage
 from .pipeline.prompts import TextScorer, check_source, read_mask
 from .pipeline.segmenter import resolve_device
 from .service.core import OpenedStream
 from .sinks import EventLogSink, JsonlSink, MotSink, Sink, VideoSink
 from .sinks.rotating import SEGMENT_GLOBS, rotating_sinks
+from .sinks.snapshots import SnapshotWriter
 from .sources import Source, StreamSettings, default_id, open_source
 from .trackers import Tracker, make_tracker
+from .zones.monitor import ZoneMonitor
+from .zones.settings import LineSettings, ZoneSettings, check_places
 
 log = logging.getLogger(__name__)
 
@@ -206,16 +211,53 @@ def claim_output_dir(root: Path, overwrite: bool) -> None:
     log.info("removed %d output files of an earlier run in %s", len(found), root)
 
 
+def stream_folder(config: Config, source: Source, several: bool) -> Path:
+    """A source's output folder: `output.dir`, or `output.dir/<id>` when there are several (or serving)."""
+    out = Path(config.output.dir)
+    return out / source.source_id if several else out
+
+
+def places_of(config: Config, source_id: str) -> tuple[list[ZoneSettings], list[LineSettings]]:
+    """The zones and lines that apply to a source: those for every source, and those naming it."""
+    zones = [z for z in config.zones if z.source in (None, source_id)]
+    lines = [line for line in config.lines if line.source in (None, source_id)]
+    return zones, lines
+
+
+def place_stage(config: Config, source: Source, folder: Path | None) -> PlaceStage | None:
+    """A source's zones and lines, with event snapshots in `folder/snapshots/` (folder None: none).
+
+    None when no zone or line applies to it.
+    """
+    zones, lines = places_of(config, source.source_id)
+    if not zones and not lines:
+        return None
+    return PlaceStage(ZoneMonitor(source.source_id, zones, lines), SnapshotWriter(folder) if folder else None)
+
+
+def alert_outputs(config: Config) -> list[Sink]:
+    """The configured alert outputs (webhook, MQTT), each with its own thread; closed with the pipeline."""
+    made: list[Sink] = []
+    try:
+        for settings in config.alerts:
+            made.append(make_alert(settings))
+    except BaseException:
+        for output in made:
+            output.close()
+        raise
+    return made
+
+
 def default_sinks(config: Config, source: Source, several: bool = False, serving: bool = False) -> list[Sink]:
     """The file outputs of one source, in a folder made now.
 
     tracks.jsonl always; annotated.mp4 and mot.txt when the config asks for them; events.jsonl for
     live sources, or when the control interface is on (its prompts change targets, which are
-    events), or when serving. With `output.segment_minutes`, tracks and video rotate
-    (sinks/rotating.py): tracks-<UTC start>.jsonl and annotated-<UTC start>.mp4 per segment.
+    events), or when serving, or with zones or lines (their events). With `output.segment_minutes`,
+    tracks and video rotate (sinks/rotating.py): tracks-<UTC start>.jsonl and
+    annotated-<UTC start>.mp4 per segment.
     """
-    out = Path(config.output.dir)
-    out = prepare_output_dir(out / source.source_id if several else out)
+    out = prepare_output_dir(stream_folder(config, source, several))
     o = config.output
     if o.segment_minutes is not None:  # tracks, video and mot.txt as asked, rotating together
         sinks: list[Sink] = rotating_sinks(out, o, fps=source.fps)
@@ -225,7 +267,8 @@ def default_sinks(config: Config, source: Source, several: bool = False, serving
             sinks.append(VideoSink(out / "annotated.mp4", fps=source.fps))
         if o.mot:
             sinks.append(MotSink(out / "mot.txt"))
-    if serving or source.is_live or config.control.port is not None or config.control.stdin:
+    control = config.control.port is not None or config.control.stdin
+    if serving or source.is_live or control or any(places_of(config, source.source_id)):
         sinks.append(EventLogSink(out / "events.jsonl"))
     return sinks
 
@@ -289,10 +332,11 @@ class StreamFactory:
         )
         try:
             sinks = default_sinks(self.config, source, several=True, serving=True)
+            places = place_stage(self.config, source, folder)
         except BaseException:
             source.close()
             raise
-        return OpenedStream(source, sinks, prompts)
+        return OpenedStream(source, sinks, prompts, places)
 
 
 def build_pipeline(
@@ -316,6 +360,9 @@ def build_pipeline(
     if sinks is None and not (serving and config.output.segment_minutes is not None):
         # before anything connects: a reused folder fails at once (rotated names never clash)
         claim_output_dir(Path(config.output.dir), config.output.overwrite)
+    # Names must differ; a run's places must name its sources (a service's may name one added later).
+    ids = None if serving else [source_id for _, source_id in source_specs(config, allow_none=True)]
+    check_places(config.zones, config.lines, ids)
     if source is None:
         sources = open_sources(config, allow_none=serving)
     else:
@@ -327,6 +374,11 @@ def build_pipeline(
         outputs = (
             {} if sinks is not None else {s.source_id: default_sinks(config, s, several, serving) for s in sources}
         )
+        places = {  # event snapshots beside the file outputs; none when the caller replaces them
+            s.source_id: place_stage(config, s, stream_folder(config, s, several) if sinks is None else None)
+            for s in sources
+        }
+        alerts = alert_outputs(config)
         segmenter = segmenter or UltralyticsSegmenter(config.model)
         return Pipeline(
             sources,
@@ -334,11 +386,12 @@ def build_pipeline(
             prompt=prompts,
             text_scorer=text_scorer,
             tracker=tracker_factory(config),
-            sinks=[*(sinks or ()), *shared_sinks],
+            sinks=[*(sinks or ()), *shared_sinks, *alerts],
             sinks_for=(lambda s: outputs[s.source_id]) if outputs else None,
             batch=BatchSettings(**config.batch.model_dump(), buffer_size=config.source.buffer_size),
             drop_policy=config.source.drop_policy,
             keep_running=serving,
+            places_for=lambda s: places[s.source_id],
         )
     except BaseException:
         if source is None:

@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
+from .alerts.settings import AlertSettings
 from .core import Prompt
 from .errors import ConfigError, PromptError
 from .pipeline.batcher import DEFAULT_BUFFER_SIZE, BatchConfig, BufferSize
@@ -21,6 +22,7 @@ from .pipeline.segmenter import SegmenterSettings
 from .settings import Settings
 from .sources.live import StreamSettings
 from .trackers import ByteTrackerSettings, settings_union, tracker_names
+from .zones.settings import LineSettings, ZoneSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 TRACKER_DIR = CONFIG_DIR / "trackers"
@@ -230,6 +232,14 @@ class Config(Settings):
     # Any registered tracker's settings, told apart by `kind` (trackers/registry.py).
     tracker: settings_union() = ByteTrackerSettings()  # type: ignore[valid-type]
     output: OutputConfig = OutputConfig()
+    zones: list[ZoneSettings] = Field(
+        [], description="areas that matter (zones/): events when tracks enter, leave, stay or stand still in them"
+    )
+    lines: list[LineSettings] = Field([], description="lines whose crossings are counted and reported, by direction")
+    alerts: list[AlertSettings] = Field(
+        [],
+        description="where zone and line events are sent as they happen: webhook (kind: webhook) or MQTT (kind: mqtt)",
+    )
 
     @property
     def all_prompts(self) -> list[PromptConfig]:
@@ -260,15 +270,17 @@ def first_problem(error: ValidationError) -> tuple[str, str]:
 
     Returns:
         (dotted key, "" for the whole value; the message, ending with the bad value unless the
-        value may be a URL with a password: sources and prompts are never echoed).
+        value may be a URL with a password: sources, prompts and alerts are never echoed).
     """
     first = error.errors()[0]
     loc = list(first["loc"])
     if loc[:1] == ["tracker"] and len(loc) > 1 and loc[1] in tracker_names():  # the union's tag, not a key
         del loc[1]
+    if loc[:1] == ["alerts"] and len(loc) > 2 and loc[2] in ("webhook", "mqtt"):  # alerts.0.webhook.url
+        del loc[2]
     key = ".".join(str(p) for p in loc)
     message = first["msg"].removeprefix("Value error, ")
-    if not key or loc[0] in ("sources", "prompt", "prompts"):
+    if not key or loc[0] in ("sources", "prompt", "prompts", "alerts"):  # a URL may hold a password
         return key, message
     return key, f"{message} (got {first.get('input')!r})"
 

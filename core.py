@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Protocol
 
@@ -348,6 +349,8 @@ class FrameResult:
     target_rows: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
     # Frames of this source dropped (live sources keep only the newest) since its previous result.
     dropped_before: int = 0
+    # The configured zones and lines of its source as they stand after this frame (zones/).
+    places: tuple[PlaceState, ...] = ()
 
     @property
     def targets(self) -> tuple[Track, ...]:
@@ -381,6 +384,102 @@ class FrameResult:
         if track.row is None:
             return None
         return self.instances.masks(track.row)[0]
+
+
+class PlaceKind(enum.StrEnum):
+    """A place is a zone (a polygon) or a line."""
+
+    ZONE = "zone"
+    LINE = "line"
+
+
+@dataclass(frozen=True)
+class PlaceState:
+    """A zone or a line of one source after one frame: where it lies now, and who is in it or crossed it.
+
+    Attributes:
+        name: The zone's or line's name from the config.
+        kind: Zone or line.
+        points: N×2 float32 vertices (a line: its 2 end points) in this frame's pixels.
+        ids: Zones: the track ids inside it now, in order.
+        crossed_in: Lines: crossings so far towards its left side (on screen, looking from its first point to
+            its second): supervision's LineZone "in"; zones: 0.
+        crossed_out: Lines: crossings the other way so far.
+    """
+
+    name: str
+    kind: PlaceKind
+    points: np.ndarray
+    ids: tuple[int, ...] = ()
+    crossed_in: int = 0
+    crossed_out: int = 0
+
+    @property
+    def count(self) -> int:
+        """Tracks inside the zone now."""
+        return len(self.ids)
+
+
+class ZoneEventKind(enum.StrEnum):
+    """What a ZoneEvent reports; its value is what events.jsonl and the alert outputs write as `event`."""
+
+    ZONE_ENTER = "zone_enter"  # a track's trigger point (or enough of its mask) came into a zone
+    ZONE_LEAVE = "zone_leave"  # ... went out of it, or the track left the frame or was removed while inside
+    ZONE_DWELL = "zone_dwell"  # a track has been inside a zone for its dwell_s
+    LINE_CROSS = "line_cross"  # a track's trigger point crossed a line (direction "in" or "out")
+    OBSTACLE = "obstacle"  # a track has stood still inside a zone for its stationary_s
+
+
+@dataclass(frozen=True)
+class ZoneEvent:
+    """Something a track did in a zone or at a line, on one frame of one source.
+
+    Attributes:
+        source_id: The source.
+        kind: What happened.
+        place: The zone's or line's name.
+        place_kind: Zone or line.
+        track_id: The track (ids are per source).
+        frame: The frame's index.
+        pts: The frame's presentation time in seconds.
+        at: Wall-clock time.time() when it was seen.
+        box: The track's box on that frame, [x1, y1, x2, y2] in source pixels.
+        direction: Lines: "in" or "out"; else None.
+        snapshot: The annotated frame's JPEG, relative to the source's output folder (None: none saved).
+    """
+
+    source_id: str
+    kind: ZoneEventKind
+    place: str
+    place_kind: PlaceKind
+    track_id: int
+    frame: int
+    pts: float
+    at: float
+    box: tuple[float, float, float, float]
+    direction: str | None = None
+    snapshot: str | None = None
+
+    @property
+    def event_id(self) -> str:
+        """Unique per source and run, the same on every retry: a receiver deduplicates on it."""
+        return f"{self.source_id}:{self.frame}:{self.kind.value}:{self.place}:{self.track_id}"
+
+    def to_json(self) -> dict:
+        """The event as events.jsonl and the alert outputs write it."""
+        return {
+            "id": self.event_id,
+            "source": self.source_id,
+            "event": self.kind.value,
+            self.place_kind.value: self.place,
+            "track": self.track_id,
+            "frame": self.frame,
+            "pts": round(self.pts, 3),
+            "time": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
+            "box": [round(float(v), 1) for v in self.box],
+            "direction": self.direction,
+            "snapshot": self.snapshot,
+        }
 
 
 class EventKind(enum.StrEnum):

@@ -7,9 +7,12 @@ from the code (tests/test_config.py compares them; `fastsam-stream config > FILE
 from __future__ import annotations
 
 import textwrap
+import typing
+from types import UnionType
 
 import yaml
 from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
 
 from .config import Config
 
@@ -59,6 +62,43 @@ def _section(model: BaseModel, indent: int) -> list[str]:
     return lines
 
 
+def _item_models(annotation: object) -> list[type[BaseModel]]:
+    """The settings classes a list field's items can be (a discriminated union gives several)."""
+    if typing.get_origin(annotation) is not list:
+        return []
+    (item,) = typing.get_args(annotation)
+    if typing.get_origin(item) is typing.Annotated:
+        item = typing.get_args(item)[0]
+    members = typing.get_args(item) if typing.get_origin(item) in (typing.Union, UnionType) else (item,)
+    return [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+
+
+def _example(model: type[BaseModel], indent: int) -> list[str]:
+    """One list item's keys as YAML comments: a documented example of an entry, never loaded."""
+    lines: list[str] = []
+    fields = sorted(model.model_fields.items(), key=lambda item: item[0] != "kind")  # a union's tag first
+    for k, (name, field) in enumerate(fields):
+        lead = "- " if k == 0 else "  "
+        nested = field.annotation if isinstance(field.annotation, type) else None
+        if nested is not None and issubclass(nested, BaseModel):
+            lines += _line(indent, f"{lead}{name}", "", _first_line(nested))
+            lines += _example_fields(nested, indent + 4)
+            continue
+        default = field.default
+        value = "<required>" if default is PydanticUndefined else _scalar(default)
+        lines += _line(indent, f"{lead}{name}", value, field.description or "")
+    return ["#" + line[1:] if line.startswith(" ") else "# " + line for line in lines]
+
+
+def _example_fields(model: type[BaseModel], indent: int) -> list[str]:
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        default = field.default
+        value = "<required>" if default is PydanticUndefined else _scalar(default)
+        lines += _line(indent, name, value, field.description or "")
+    return lines
+
+
 def default_yaml() -> str:
     """The documented default config.
 
@@ -72,5 +112,9 @@ def default_yaml() -> str:
         if isinstance(value, BaseModel):
             blocks.append("\n".join(_line(0, name, "", _first_line(type(value))) + _section(value, 2)))
         else:
-            blocks.append("\n".join(_line(0, name, _scalar(value), Config.model_fields[name].description or "")))
+            field = Config.model_fields[name]
+            lines = _line(0, name, _scalar(value), field.description or "")
+            for model in _item_models(field.annotation):  # what an entry holds, as a commented example
+                lines += _example(model, 2)
+            blocks.append("\n".join(lines))
     return HEADER + "\n" + "\n\n".join(blocks) + "\n"

@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
-from ..core import EventKind, FrameResult, Prompt, SourceEvent, TargetChange, TrackState
+from ..core import EventKind, FrameResult, PlaceState, Prompt, SourceEvent, TargetChange, TrackState, ZoneEvent
 from ..errors import PromptError
 from ..sinks.base import EventSink, Sink
 from ..sources.base import Source
 from ..trackers import Tracker
 from .batcher import Segmented
 from .intake import SourceEnded
+from .places import PlaceStage
 from .prompts import TextScorer, fit_to_frame, select
 from .status import Histogram, RecentFrames, StreamState, StreamStatus
 from .summary import SourceSummary
@@ -84,6 +86,7 @@ class Lane:
         scorer: TextScorer | None = None,
         own_sinks: list[Sink] | None = None,
         latency: Histogram | None = None,
+        places: PlaceStage | None = None,
     ) -> None:
         self.source = source
         self.tracker = tracker
@@ -108,6 +111,9 @@ class Lane:
         self.latency = latency  # the pipeline's histogram, shared by its lanes
         self.removing = False  # asked to leave; `closed` is set once it has, with its outputs final
         self.closed = threading.Event()
+        self.places = places  # its zones and lines, if any are configured
+        self.place_states: tuple[PlaceState, ...] = ()  # as of the latest frame, read by other threads
+        self.zone_events: Counter[tuple[str, str]] = Counter()  # (place, event kind) -> count
 
     def status(self, dropped: int) -> StreamStatus:
         """This stream's status now; `dropped` is the stages' count (the summary's lags behind)."""
@@ -127,6 +133,8 @@ class Lane:
             width=width,
             height=height,
             error=self.summary.gave_up or self.summary.error,
+            places=self.place_states,
+            zone_events=tuple((place, kind, n) for (place, kind), n in sorted(self.zone_events.items())),
         )
 
     @property
@@ -219,7 +227,29 @@ class Lane:
         self.summary.frames += 1
         self.summary.dropped += item.dropped_before
         self.summary.frames_with_target += bool(rows)
-        return FrameResult(frame, instances, tracks, rows, item.dropped_before)
+        result = FrameResult(frame, instances, tracks, rows, item.dropped_before)
+        if self.places is not None:
+            result, events = self.places(result)
+            self.place_states = result.places
+            for event in events:
+                self.zone_event(event)
+        return result
+
+    def zone_event(self, event: ZoneEvent) -> None:
+        """A zone or line event of this source: counted, logged and handed to the event sinks."""
+        self.zone_events[(event.place, event.kind.value)] += 1
+        direction = f" ({event.direction})" if event.direction else ""
+        log.info(
+            "%s: %s%s %s, track %d, frame %d",
+            event.source_id,
+            event.kind.value,
+            direction,
+            event.place,
+            event.track_id,
+            event.frame,
+        )
+        for sink in self.event_sinks:
+            sink.on_event(event)
 
     def _due_changes(self, item: Segmented) -> tuple[TargetChange | None, list[str]]:
         """The changes due on this frame, merged in arrival order.
@@ -354,14 +384,14 @@ class Lane:
             log.debug("%s failed: %s", self.source.source_id, error)
 
     def close_outputs(self) -> list[tuple[str, BaseException]]:
-        """Finalise this lane's own sinks and close its source; returns what failed, (what, error)."""
+        """Finalise this lane's own sinks and snapshots, and close its source; returns what failed, (what, error)."""
         errors = []
-        for closing in [*self.own_sinks, self.source]:
+        for closing in [*self.own_sinks, *([self.places] if self.places else []), self.source]:
             try:
                 closing.close()
             except Exception as exc:  # noqa: BLE001 - every sink gets closed before we report
                 errors.append((f"closing {type(closing).__name__} of {self.source.source_id}", exc))
-        self.own_sinks = []
+        self.own_sinks, self.places = [], None
         return errors
 
     def abandon(self, why: str) -> None:

@@ -25,6 +25,7 @@ from ..trackers import ByteTracker, Tracker
 from .batcher import DEFAULT_BATCH_SETTINGS, LIVE_JOIN_S, BatchSettings, Segmented, SegmentingStages
 from .intake import SourceEnded
 from .lane import MAX_PENDING_CLEARING, MAX_PENDING_COMMANDS, Lane, PendingChange
+from .places import PlaceStage
 from .prompts import TextScorer, check_source
 from .segmenter import Segmenter
 from .status import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, Histogram, PipelineMetrics, StreamStatus
@@ -46,7 +47,9 @@ class Pipeline:
     results; `sinks_for(source)` gives sinks of one source's own. Sinks may be Sink objects or
     plain callables; a sink with an `on_event(SourceEvent)` method also gets its sources' events.
     `prompt`: one Prompt or several, each for its frame and source (None: every source); text
-    prompts need a `text_scorer` (pipeline/clip.py). While it runs, `add_prompt()` and
+    prompts need a `text_scorer` (pipeline/clip.py). `places_for(source)` gives a source's zones
+    and lines (pipeline/places.py: their states go onto its results, their events to its event
+    sinks). While it runs, `add_prompt()` and
     `drop_targets()` change the targets from any thread (the control interface uses them).
     A pipeline runs once; `stop()` ends a run cleanly from a signal handler or another thread,
     and `close()` (or leaving a `with` block) ends it at once.
@@ -65,6 +68,7 @@ class Pipeline:
         batch: BatchSettings = DEFAULT_BATCH_SETTINGS,
         drop_policy: DropPolicy | str | None = None,
         keep_running: bool = False,
+        places_for: Callable[[Source], PlaceStage | None] | None = None,
     ) -> None:
         self.sources = [sources] if isinstance(sources, Source) else list(sources)
         if not self.sources and not keep_running:
@@ -88,7 +92,8 @@ class Pipeline:
         self._lanes: dict[str, Lane] = {}
         for s in self.sources:
             own = [as_sink(k) for k in (sinks_for(s) if sinks_for else ())]
-            self._lanes[s.source_id] = self._new_lane(s, self._prompts_for(s), own)
+            places = places_for(s) if places_for else None
+            self._lanes[s.source_id] = self._new_lane(s, self._prompts_for(s), own, places)
         self.sinks = list(dict.fromkeys(self._shared + [k for lane in self._lanes.values() for k in lane.sinks]))
         self.summary = RunSummary({i: lane.summary for i, lane in self._lanes.items()})
         self._stop_requested = threading.Event()
@@ -96,9 +101,11 @@ class Pipeline:
         self._running: Iterator[FrameResult] | None = None
         self._stages: SegmentingStages | None = None
 
-    def _new_lane(self, source: Source, pending: list[PendingChange], own: list[Sink]) -> Lane:
+    def _new_lane(
+        self, source: Source, pending: list[PendingChange], own: list[Sink], places: PlaceStage | None = None
+    ) -> Lane:
         tracker = self._tracker_for(self._tracker)
-        return Lane(source, tracker, self._shared + own, pending, self.text_scorer, own, self.latency)
+        return Lane(source, tracker, self._shared + own, pending, self.text_scorer, own, self.latency, places)
 
     @property
     def source(self) -> Source:
@@ -140,7 +147,13 @@ class Pipeline:
             pending.append(PendingChange(p.frame, p, strict=not self.keep_running))
         return pending
 
-    def add_source(self, source: Source, sinks: Sequence[SinkLike] = (), prompts: Sequence[Prompt] = ()) -> None:
+    def add_source(
+        self,
+        source: Source,
+        sinks: Sequence[SinkLike] = (),
+        prompts: Sequence[Prompt] = (),
+        places: PlaceStage | None = None,
+    ) -> None:
         """A source joins: before the run, or while it runs when `keep_running`; safe from any thread.
 
         Args:
@@ -148,6 +161,7 @@ class Pipeline:
             sinks: Its own outputs (closed when it leaves); the pipeline's shared sinks get its results too.
             prompts: Prompts for it (their `source_id` None or its id); one that selects nothing is a
                 prompt_failed event.
+            places: Its zones and lines (pipeline/places.py), or None.
 
         Raises:
             StreamConflictError: The id is taken, the run is stopping, or it is a run (not `keep_running`)
@@ -169,13 +183,15 @@ class Pipeline:
                     f"a stream {source.source_id!r} is already running: remove it or choose another id"
                 )
             pending = [PendingChange(p.frame, p, strict=not self.keep_running) for p in prompts if not p.is_empty]
-            lane = self._new_lane(source, pending, own)
+            lane = self._new_lane(source, pending, own, places)
+            before = self._lanes
+            self._lanes = {**before, source.source_id: lane}  # before its reader starts: its items find it
             if self._stages is not None:
                 try:
                     self._stages.add_source(source)
                 except ValueError as exc:
+                    self._lanes = before
                     raise StreamConflictError(f"cannot add {source.source_id}: {exc}") from None
-            self._lanes = {**self._lanes, source.source_id: lane}
             self.sources = [*self.sources, source]
             self.sinks = list(dict.fromkeys([*self.sinks, *own]))
             self.summary.sources[source.source_id] = lane.summary
@@ -439,13 +455,15 @@ class Pipeline:
                     errors.append((f"reporting the changes left for {lane.source.source_id}", exc))
             open_lanes = [lane for lane in self._lanes.values() if not lane.closed.is_set()]
             own = [sink for lane in open_lanes for sink in lane.own_sinks]
-            for closing in [*dict.fromkeys([*self._shared, *own]), *(lane.source for lane in open_lanes)]:
+            places = [lane.places for lane in open_lanes if lane.places is not None]
+            sources = [lane.source for lane in open_lanes]
+            for closing in [*dict.fromkeys([*self._shared, *own]), *places, *sources]:
                 try:
                     closing.close()
                 except Exception as exc:  # noqa: BLE001 - every sink gets closed before we report
                     errors.append((f"closing {type(closing).__name__}", exc))
             for lane in open_lanes:
-                lane.own_sinks = []
+                lane.own_sinks, lane.places = [], None
                 lane.closed.set()  # a remove_source waiting on it returns
         raised = errors[0][1] if errors and raising is None else None
         reported = raising if raising is not None else raised

@@ -14,6 +14,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from ..core import PlaceKind, PlaceState
+
 # Latency buckets in seconds: a frame is seen within a frame time (33 ms) on a GPU, within a few
 # hundred milliseconds on a CPU; above 10 s something is wrong.
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -50,6 +52,8 @@ class StreamStatus:
         width: The latest frame's width in pixels (None before the first frame).
         height: Its height.
         error: Why the source ended, when it failed or gave up.
+        places: Its zones and lines as of its latest frame (counts inside, crossings).
+        zone_events: Zone events so far, as (place, event kind, count).
     """
 
     id: str
@@ -65,6 +69,8 @@ class StreamStatus:
     width: int | None = None
     height: int | None = None
     error: str | None = None
+    places: tuple[PlaceState, ...] = ()
+    zone_events: tuple[tuple[str, str, int], ...] = ()
 
     def to_json(self) -> dict:
         """The stream as `/api/streams` lists it."""
@@ -84,6 +90,10 @@ class StreamStatus:
             "width": self.width,
             "height": self.height,
             "error": self.error,
+            "zones": {p.name: {"count": p.count, "ids": list(p.ids)} for p in self.places if p.kind is PlaceKind.ZONE},
+            "lines": {
+                p.name: {"in": p.crossed_in, "out": p.crossed_out} for p in self.places if p.kind is PlaceKind.LINE
+            },
         }
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import Prompt
 from ..errors import PromptError, ServiceStartingError, StreamConflictError, UnknownStreamError
+from ..pipeline.places import PlaceStage
 from ..pipeline.status import PipelineMetrics, StreamState, StreamStatus
 from ..sinks.base import Sink
 from ..sources.base import Source
@@ -35,6 +36,7 @@ class OpenedStream:
     source: Source
     sinks: list[Sink] = field(default_factory=list)
     prompts: list[Prompt] = field(default_factory=list)
+    places: PlaceStage | None = None  # its zones and lines
 
 
 class StreamOpener(Protocol):
@@ -147,9 +149,9 @@ class Service:
             raise StreamConflictError(f"a stream {stream_id!r} is already running: remove it or choose another id")
         opened = self.open_stream(path, stream_id, prompt, taken)
         try:
-            pipeline.add_source(opened.source, opened.sinks, opened.prompts)
+            pipeline.add_source(opened.source, opened.sinks, opened.prompts, opened.places)
         except BaseException:
-            for closing in [*opened.sinks, opened.source]:
+            for closing in [*opened.sinks, *([opened.places] if opened.places else []), opened.source]:
                 _close_quietly(closing)
             raise
         log.info("stream %s added", opened.source.source_id)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import anyio
 import cv2
 
-from ..core import FrameResult, SourceEvent, TrackState
-from ..sinks.video import annotate
+from ..core import FrameResult, SourceEvent, TrackState, ZoneEvent
+from ..sinks.draw import annotate
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class FrameHub:
             to_wake = self._due(stream_id)
         _wake(to_wake)
 
-    def on_event(self, event: SourceEvent) -> None:
+    def on_event(self, event: SourceEvent | ZoneEvent) -> None:
         """Hand a source's event to the viewers of `updates` of its stream.
 
         Args:
@@ -382,15 +382,17 @@ def frame_json(result: FrameResult) -> dict:
     }
 
 
-def event_json(event: SourceEvent) -> dict:
+def event_json(event: SourceEvent | ZoneEvent) -> dict:
     """A source's event as `updates` sends it: its kind, stream, frame and the fields it has.
 
     Args:
-        event: The event.
+        event: The event; a zone event is its own JSON (`ZoneEvent.to_json`) with `stream` added.
 
     Returns:
         `{"event": kind, "stream", "frame": next frame index, "at": wall-clock time, ...}`.
     """
+    if isinstance(event, ZoneEvent):
+        return {**event.to_json(), "stream": event.source_id, "at": event.at}
     update = {
         "event": event.kind.value,
         "stream": event.source_id,

@@ -18,6 +18,9 @@ The families (every one prefixed `fastsam_stream_`):
     stream_up{stream}               gauge      1 while the stream's frames arrive
     stream_state{stream,state}      gauge      1 for the stream's state, 0 for the others
     model_loaded                    gauge      1 once the pipeline runs (0 while the model loads)
+    zone_objects{stream,zone}       gauge      tracks inside the zone now (zones/)
+    line_crossings_total{stream,line,direction}  counter  crossings "in" and "out"
+    zone_events_total{stream,place,event}        counter  zone_enter, zone_leave, obstacle, ...
     gpu_memory_allocated_bytes{device}, gpu_memory_reserved_bytes{device}
                                     gauge      torch's CUDA memory, where torch uses a GPU
 
@@ -43,6 +46,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from ..core import PlaceKind
 from ..pipeline.status import HistogramSnapshot, PipelineMetrics, StreamState
 
 PREFIX = "fastsam_stream_"
@@ -110,6 +114,7 @@ class PipelineCollector(Collector):
         if metrics is None:
             return
         yield from _stream_families(metrics)
+        yield from _place_families(metrics)
         yield _histogram(PREFIX + "latency_seconds", "Capture-to-result latency of every frame", metrics.latency)
         yield _histogram(PREFIX + "batch_size", "Frames per batch through the network", metrics.batch_size)
         depth = GaugeMetricFamily(
@@ -148,6 +153,27 @@ def _stream_families(metrics: PipelineMetrics) -> Iterator[Metric]:
         for each in StreamState:
             state.add_metric([stream.id, each.value], 1 if stream.state is each else 0)
     yield from (frames, dropped, reconnects, targets, fps, up, state)
+
+
+def _place_families(metrics: PipelineMetrics) -> Iterator[Metric]:
+    """The zones' and lines' families (zones/): who is inside now, crossings and events so far."""
+    inside = GaugeMetricFamily(PREFIX + "zone_objects", "Tracks inside the zone now", labels=["stream", "zone"])
+    crossings = CounterMetricFamily(
+        PREFIX + "line_crossings", "Tracks that crossed the line, by direction", labels=["stream", "line", "direction"]
+    )
+    events = CounterMetricFamily(
+        PREFIX + "zone_events", "Zone and line events (zone_enter, obstacle, ...)", labels=["stream", "place", "event"]
+    )
+    for stream in metrics.streams:
+        for place in stream.places:
+            if place.kind is PlaceKind.ZONE:
+                inside.add_metric([stream.id, place.name], place.count)
+            else:
+                crossings.add_metric([stream.id, place.name, "in"], place.crossed_in)
+                crossings.add_metric([stream.id, place.name, "out"], place.crossed_out)
+        for place, kind, count in stream.zone_events:
+            events.add_metric([stream.id, place, kind], count)
+    yield from (inside, crossings, events)
 
 
 def _histogram(name: str, documentation: str, snapshot: HistogramSnapshot) -> HistogramMetricFamily:

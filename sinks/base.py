@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ..core import FrameResult, SourceEvent
+from ..core import FrameResult, SourceEvent, ZoneEvent
 
 
 @runtime_checkable
@@ -34,10 +34,11 @@ class Sink(Protocol):
 class EventSink(Sink, Protocol):
     """A sink that also takes its sources' events, in order with the frames.
 
-    The events: connected, lost, targets changed, ... (core.EventKind).
+    The events: connected, lost, targets changed, ... (core.EventKind), and, with zones or lines
+    configured, what tracks do in them (core.ZoneEvent).
     """
 
-    def on_event(self, event: SourceEvent) -> None:
+    def on_event(self, event: SourceEvent | ZoneEvent) -> None:
         """Take one event.
 
         Args:

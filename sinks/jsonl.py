@@ -4,6 +4,10 @@
      "tracks": [{"id": int, "target": bool, "state": "tracked"|"lost", "box": [x1, y1, x2, y2],
                  "score": float, "mask": {"size": [h, w], "counts": str}}]}
 
+With zones or lines configured (zones/), each line also has
+    "zones": {name: {"count": int, "ids": [int]}}, "lines": {name: {"in": int, "out": int}}
+(the tracks inside each zone after this frame; each line's crossings so far).
+
 `mask` is COCO RLE (pycocotools' compressed string) at source resolution. It is written for
 every target (there may be several, each its own id) whenever it is found, and for every tracked
 instance with masks="all"; a lost track has no mask. Tracks listed: every track matched this
@@ -14,6 +18,12 @@ events.jsonl (EventLogSink): one JSON object per SourceEvent, in stream order.
     {"source": str, "event": "connected"|"lost"|..., "time": ISO 8601 UTC, "next_frame": int,
      "attempt": int, "message": str, "width": int|null, "height": int|null, "fps": float|null,
      "outage_s": float|null, "added": [int], "dropped": [int]}
+
+and one per zone event (core.ZoneEvent.to_json), in frame order with them:
+
+    {"id": str, "source": str, "event": "zone_enter"|"zone_leave"|"zone_dwell"|"line_cross"|"obstacle",
+     "zone"|"line": str, "track": int, "frame": int, "pts": float, "time": ISO 8601 UTC,
+     "box": [x1, y1, x2, y2], "direction": "in"|"out"|null, "snapshot": str|null}
 
 Lines are written whole or not at all (lines.LineFile): a full disk ends the file at its last
 whole line and raises a DiskFullError. `read_jsonl` reads either file back and reports a last
@@ -31,7 +41,7 @@ from typing import Literal
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..core import FrameResult, SourceEvent, Track, TrackState
+from ..core import FrameResult, PlaceKind, SourceEvent, Track, TrackState, ZoneEvent
 from ..errors import OutputError, TornLineError
 from .lines import LineFile, plural
 
@@ -80,13 +90,19 @@ class JsonlSink:
         frame = result.frame
         listed = [t for t in result.tracks if _listed(t)]
         masks = self._masks(result, listed)
-        return {
+        record = {
             "source": frame.source_id,
             "frame": frame.index,
             "pts": round(float(frame.pts), 6),
             "dropped_before": result.dropped_before,
             "tracks": [self._entry(t, masks.get(t.id)) for t in listed],
         }
+        if result.places:  # only when zones or lines are configured for this source
+            zones = [p for p in result.places if p.kind is PlaceKind.ZONE]
+            lines = [p for p in result.places if p.kind is PlaceKind.LINE]
+            record["zones"] = {p.name: {"count": p.count, "ids": list(p.ids)} for p in zones}
+            record["lines"] = {p.name: {"in": p.crossed_in, "out": p.crossed_out} for p in lines}
+        return record
 
     def _masks(self, result: FrameResult, tracks: list[Track]) -> dict[int, np.ndarray]:
         """Masks by track id for the tracks that get one, assembled in one call."""
@@ -237,14 +253,16 @@ class EventLogSink:
             "dropped": list(event.dropped),
         }
 
-    def on_event(self, event: SourceEvent) -> None:
+    def on_event(self, event: SourceEvent | ZoneEvent) -> None:
         """Write one event's line, whole (or not at all), straight to the file.
+
+        A zone event's line is its `to_json()` (see the module docstring).
 
         Raises:
             DiskFullError: The disk is full: the file ends at the line before (and says so).
             OutputError: The file cannot be created, or another write failure.
         """
-        self._lines.write(self.record(event))
+        self._lines.write(event.to_json() if isinstance(event, ZoneEvent) else self.record(event))
 
     def write(self, result: FrameResult) -> None:
         """Ignore frames: this sink only logs events."""

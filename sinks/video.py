@@ -24,27 +24,14 @@ from pathlib import Path
 
 import av
 import cv2
-import numpy as np
 
-from ..core import FrameResult, TrackState
+from ..core import FrameResult
 from ..errors import OutputError, error_reason, write_error
+from .draw import annotate
 from .lines import plural
 
 log = logging.getLogger(__name__)
 
-# BGR. Each target gets its colour from its id (id 1: amber), so several targets stay apart.
-TARGET_COLOURS = (
-    (0, 200, 255),
-    (255, 120, 0),
-    (80, 220, 60),
-    (220, 60, 220),
-    (60, 60, 255),
-    (255, 255, 0),
-    (0, 128, 255),
-    (160, 80, 255),
-)
-OTHER_COLOUR = (200, 200, 200)
-MASK_ALPHA = 0.45
 # Frames keep their source timestamps (variable frame rates included) at 90 kHz, MPEG's clock.
 TIME_BASE = Fraction(1, 90_000)
 # Fragmented MP4: a moov without samples, then one moof+mdat per fragment, each at most FRAGMENT_S of
@@ -63,31 +50,6 @@ FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 # (frame threads would add one frame per thread).
 X264_LOOKAHEAD = 10
 ENCODER_DELAY_FRAMES = X264_LOOKAHEAD + 1
-
-
-def target_colour(track_id: int) -> tuple[int, int, int]:
-    """A target's colour, fixed by its id so it stays the same over the whole video."""
-    return TARGET_COLOURS[(track_id - 1) % len(TARGET_COLOURS)]
-
-
-def annotate(result: FrameResult) -> np.ndarray:
-    """A copy of the frame with each target's mask and every matched track's box and id drawn."""
-    image = result.frame.image.copy()
-    for target in result.targets:
-        mask = result.mask_of(target) if target.id in result.target_rows else None
-        if mask is not None:
-            tint = np.array(target_colour(target.id), np.float32)
-            image[mask] = (image[mask] * (1 - MASK_ALPHA) + tint * MASK_ALPHA).astype(np.uint8)
-    for track in result.tracks:
-        if track.state is TrackState.REMOVED or (track.state is TrackState.LOST and not track.is_target):
-            continue
-        colour = target_colour(track.id) if track.is_target else OTHER_COLOUR
-        x1, y1, x2, y2 = (int(round(v)) for v in track.box)
-        dashed = track.state is TrackState.LOST
-        cv2.rectangle(image, (x1, y1), (x2, y2), colour, 1 if dashed else 2, cv2.LINE_AA)
-        label = f"{track.id}{' target' if track.is_target else ''}{' (lost)' if dashed else ''}"
-        cv2.putText(image, label, (x1 + 2, max(y1 - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
-    return image
 
 
 class _OutputFile:

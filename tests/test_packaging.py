@@ -24,6 +24,11 @@ MODULES = sorted(
     """
 fastsam_stream
 fastsam_stream.__main__
+fastsam_stream.alerts
+fastsam_stream.alerts.mqtt
+fastsam_stream.alerts.queue
+fastsam_stream.alerts.settings
+fastsam_stream.alerts.webhook
 fastsam_stream.assemble
 fastsam_stream.cli
 fastsam_stream.commands
@@ -48,6 +53,7 @@ fastsam_stream.pipeline.engines
 fastsam_stream.pipeline.intake
 fastsam_stream.pipeline.lane
 fastsam_stream.pipeline.masks
+fastsam_stream.pipeline.places
 fastsam_stream.pipeline.prompts
 fastsam_stream.pipeline.runner
 fastsam_stream.pipeline.segmenter
@@ -62,10 +68,12 @@ fastsam_stream.service.security
 fastsam_stream.service.server
 fastsam_stream.sinks
 fastsam_stream.sinks.base
+fastsam_stream.sinks.draw
 fastsam_stream.sinks.jsonl
 fastsam_stream.sinks.lines
 fastsam_stream.sinks.mot
 fastsam_stream.sinks.rotating
+fastsam_stream.sinks.snapshots
 fastsam_stream.sinks.video
 fastsam_stream.sources
 fastsam_stream.sources.base
@@ -91,6 +99,10 @@ fastsam_stream.trackers.bytetrack.reacquire
 fastsam_stream.trackers.bytetrack.settings
 fastsam_stream.trackers.bytetrack.targets
 fastsam_stream.trackers.bytetrack.track
+fastsam_stream.zones
+fastsam_stream.zones.geometry
+fastsam_stream.zones.monitor
+fastsam_stream.zones.settings
 fastsam_stream.trackers.bytetrack.tracker
 """.split()
 )

@@ -121,6 +121,10 @@ def service(rtsp_server, cli, weights, tmp_path_factory):
                 # A lost camera is noticed within a second and retried at once: the test waits less.
                 "source": {"read_timeout_s": 2.0, "reconnect": {"initial_delay_s": 0.2, "max_delay_s": 1.0}},
                 "model": {"weights": str(weights), "imgsz": 256, "device": "cpu"},
+                # The whole camera frame is a zone: its count is in /metrics and /api/streams.
+                "zones": [
+                    {"name": "all", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]], "relative": True, "source": "cam"}
+                ],
             }
         )
     )
@@ -163,6 +167,8 @@ def test_metrics_parse_and_frames_total_grows_between_scrapes(service):
     ):
         assert family in names, family
     assert second[("fastsam_stream_latency_seconds_count", ())] >= frames_total(second, "cam")
+    assert ("fastsam_stream_zone_objects", (("stream", "cam"), ("zone", "all"))) in second
+    assert "all" in streams(client)["cam"]["zones"]
 
 
 def test_a_killed_camera_reconnects_while_the_other_keeps_flowing(service, rtsp_server):

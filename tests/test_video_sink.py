@@ -10,7 +10,7 @@ import pytest
 
 from fastsam_stream.core import DenseMasks, Frame, FrameResult, Instances, Track, TrackState
 from fastsam_stream.sinks import VideoSink, annotate
-from fastsam_stream.sinks.video import target_colour
+from fastsam_stream.sinks.draw import target_colour
 
 
 def _result(index: int, height: int, width: int) -> FrameResult:

@@ -295,10 +295,11 @@ def test_the_login_page_lets_the_viewer_in(page):
     from fastsam_stream.config import ServeConfig
     from fastsam_stream.service.app import make_app
     from fastsam_stream.service.core import Service
+    from fastsam_stream.service.frames import FrameHub
     from fastsam_stream.service.server import HttpServer
 
     # The model is not needed to log in: a service still starting lists no streams.
-    with HttpServer(make_app(Service(ServeConfig(token="s3cret")))) as server:
+    with HttpServer(make_app(Service(ServeConfig(token="s3cret"), hub=FrameHub()))) as server:
         assert httpx.get(server.url + "/api/streams", timeout=30).status_code == 401
         page.goto(server.url + "/")
         page.wait_for_url(re.compile(r"/login\?next=/$"), timeout=HANG_S * 1000)
