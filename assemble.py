@@ -313,13 +313,12 @@ class StreamFactory:
             if not given.is_empty:
                 prompts.append(given.to_prompt(read_mask(given.mask) if given.mask else None))
         folder, o = Path(self.config.output.dir) / source_id, self.config.output
-        if o.segment_minutes is None:  # rotated names never clash: a stream added again continues its folder
-            if not o.overwrite and earlier_outputs(folder):
-                raise StreamConflictError(
-                    f"{folder} holds the outputs of an earlier stream {source_id!r}: choose another id "
-                    "(or serve with output.overwrite, or output.segment_minutes, whose names never clash)"
-                )
-            claim_output_dir(folder, o.overwrite)
+        # rotated names never clash: a stream added again continues its folder
+        if o.segment_minutes is None and not o.overwrite and earlier_outputs(folder):
+            raise StreamConflictError(
+                f"{folder} holds the outputs of an earlier stream {source_id!r}: choose another id "
+                "(or serve with output.overwrite, or output.segment_minutes, whose names never clash)"
+            )
         s = self.config.source
         source = open_source(
             entry.path,
@@ -331,6 +330,8 @@ class StreamFactory:
             skip_bad_images=s.skip_bad_images,
         )
         try:
+            if o.segment_minutes is None:  # only once the source opened: a mistyped path deletes nothing
+                claim_output_dir(folder, o.overwrite)
             sinks = default_sinks(self.config, source, several=True, serving=True)
             places = place_stage(self.config, source, folder)
         except BaseException:
@@ -367,6 +368,7 @@ def build_pipeline(
         sources = open_sources(config, allow_none=serving)
     else:
         sources = [source] if isinstance(source, Source) else list(source)
+    made: list[Sink | PlaceStage] = []  # closed if the pipeline is not made: no thread or file left behind
     try:
         prompts = prompts_from(config)
         text_scorer = text_scorer or load_text_scorer(config)
@@ -378,7 +380,9 @@ def build_pipeline(
             s.source_id: place_stage(config, s, stream_folder(config, s, several) if sinks is None else None)
             for s in sources
         }
+        made += [k for ks in outputs.values() for k in ks] + [p for p in places.values() if p is not None]
         alerts = alert_outputs(config)
+        made += alerts
         segmenter = segmenter or UltralyticsSegmenter(config.model)
         return Pipeline(
             sources,
@@ -394,7 +398,9 @@ def build_pipeline(
             places_for=lambda s: places[s.source_id],
         )
     except BaseException:
-        if source is None:
-            for s in sources:
-                s.close()
+        for closing in [*made, *(sources if source is None else [])]:
+            try:
+                closing.close()
+            except Exception as exc:  # noqa: BLE001 - the error on its way out matters more
+                log.debug("closing %s failed: %s", type(closing).__name__, exc)
         raise

@@ -280,7 +280,8 @@ def first_problem(error: ValidationError) -> tuple[str, str]:
         del loc[2]
     key = ".".join(str(p) for p in loc)
     message = first["msg"].removeprefix("Value error, ")
-    if not key or loc[0] in ("sources", "prompt", "prompts", "alerts"):  # a URL may hold a password
+    secret = loc[:1] in (["sources"], ["prompt"], ["prompts"], ["alerts"]) or "token" in loc  # URL passwords, tokens
+    if not key or secret:
         return key, message
     return key, f"{message} (got {first.get('input')!r})"
 

@@ -263,6 +263,18 @@ class AlertOutput:
                 if self._abort.wait(self._delay(attempt, exc)):
                     return False
                 continue
+            except Exception as exc:  # noqa: BLE001 - a bug or a library's refusal must not end the thread
+                self.failed_attempts += 1
+                self.failed += 1
+                log.warning(
+                    "%s: event %s could not be sent, not retried: %s: %s",
+                    self.label,
+                    event.event_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                log.debug("%s: sending %s failed", self.label, event.event_id, exc_info=True)
+                return True
             self.sent += 1
             if self._down:
                 self._down = False

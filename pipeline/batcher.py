@@ -186,6 +186,19 @@ class SegmentingStages:
                 return not thread.is_alive()
         return True
 
+    def forget(self, source_id: str) -> None:
+        """Let go of a source that has left and whose reader has ended (a service adds and removes many)."""
+        with self._members:
+            keep = [
+                (source, thread)
+                for source, thread in zip(self.sources, self._readers, strict=True)
+                if source.source_id != source_id or thread.is_alive()
+            ]
+            self.sources = [source for source, _ in keep]
+            self._readers = [thread for _, thread in keep]
+        if not any(s.source_id == source_id for s in self._members_now()[0]):
+            self.intake.forget(source_id)
+
     def _members_now(self) -> tuple[list[Source], list[threading.Thread]]:
         with self._members:
             return list(self.sources), list(self._readers)
@@ -345,9 +358,13 @@ class SegmentingStages:
             items: list[object] = list(t.events)
             if t.frame is not None:
                 items.append(Segmented(t.frame, next(results), t.dropped_before))
+            # A bug, not a bad source, ends a run; a service (open-ended) keeps it to that source.
             fatal = (
-                t.ended is not None and t.ended.error is not None and not isinstance(t.ended.error, FastSAMStreamError)
-            )  # a bug, not a bad source: the run ends
+                not self.intake.open_ended
+                and t.ended is not None
+                and t.ended.error is not None
+                and not isinstance(t.ended.error, FastSAMStreamError)
+            )
             if t.ended is not None:
                 items.append(_Failed(t.ended.error) if fatal else t.ended)
             for item in items:

@@ -118,6 +118,15 @@ class FrameIntake:
                 buffer.end_queued = True
             self._changed.notify_all()
 
+    def forget(self, source_id: str) -> None:
+        """Drop a finished source's buffer and its place in the round-robin (a long service adds and removes many)."""
+        with self._changed:
+            buffer = self._buffers.get(source_id)
+            if buffer is not None and buffer.finished:
+                del self._buffers[source_id]
+                self._order.remove(source_id)
+                self._next = 0
+
     def waiting(self) -> int:
         """Frames decoded and waiting for the segmenter, over every source."""
         with self._changed:
@@ -129,7 +138,8 @@ class FrameIntake:
     def dropped(self, source_id: str) -> int:
         """Frames of this source dropped so far: by its policy, refused while stopping, or discarded at the stop."""
         with self._changed:
-            return self._buffers[source_id].dropped
+            buffer = self._buffers.get(source_id)  # a source joining has no buffer for a moment
+            return buffer.dropped if buffer is not None else 0
 
     @property
     def finished(self) -> bool:

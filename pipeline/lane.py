@@ -110,6 +110,7 @@ class Lane:
         self.recent = RecentFrames()
         self.latency = latency  # the pipeline's histogram, shared by its lanes
         self.removing = False  # asked to leave; `closed` is set once it has, with its outputs final
+        self.failed = False  # a sink or a stage failed on it (a service): it is leaving, its results unwritten
         self.closed = threading.Event()
         self.places = places  # its zones and lines, if any are configured
         self.place_states: tuple[PlaceState, ...] = ()  # as of the latest frame, read by other threads

@@ -219,13 +219,16 @@ class Pipeline:
                 raise UnknownStreamError(f"no stream {source_id!r}: the streams are {', '.join(self._lanes) or 'none'}")
             lane.removing = True
             stages = self._stages
-            if stages is None or lane.closed.is_set():  # not running, or ended and closed already
+            # Not running; or ended and closed already; or (a run) ended, its outputs waiting for the
+            # run's end: the pipeline's thread has nothing more to do with it, so it is closed here.
+            settled = stages is None or lane.closed.is_set() or lane.ended
+            if settled:
                 self._forget(lane)
-        if stages is None:
-            lane.abandon("the source was removed")
-            self._log_close_errors(lane.close_outputs())
-            lane.closed.set()
-        elif not lane.closed.is_set():
+                if not lane.closed.is_set():
+                    lane.abandon("the source was removed")
+                    self._log_close_errors(lane.close_outputs())
+                    lane.closed.set()
+        if not settled:
             stages.remove_source(source_id)
             if not lane.closed.wait(timeout_s):
                 raise TimeoutError(f"{source_id}: its outputs were not final within {timeout_s:g} s")
@@ -248,11 +251,14 @@ class Pipeline:
         # and closes its own stream when the read returns.
         stages.join_reader(lane.source.source_id, LIVE_JOIN_S if lane.source.is_live else None)
         lane.summary.dropped = max(lane.summary.dropped, stages.dropped(lane.source.source_id))
+        own = list(lane.own_sinks)
         self._log_close_errors(lane.close_outputs())
-        if lane.removing:
-            with self._lanes_lock:
+        with self._lanes_lock:  # with remove_source's check: a removal now is either seen here or settled there
+            if lane.removing:
                 self._forget(lane)
-        lane.closed.set()
+                stages.forget(lane.source.source_id)
+                self.sinks = [sink for sink in self.sinks if sink not in own]
+            lane.closed.set()
 
     @staticmethod
     def _log_close_errors(errors: list[tuple[str, BaseException]]) -> None:
@@ -341,7 +347,9 @@ class Pipeline:
             raise PromptError("target ids are counted per source: name the source to drop them from")
         if not drop:
             raise PromptError("no target ids given to drop (give none at all to drop every target)")
-        only = source_id if source_id is not None else self.sources[0].source_id
+        if source_id is None and not self._lanes:
+            raise PromptError("there is no stream to drop targets from")
+        only = source_id if source_id is not None else next(iter(self._lanes))
         self._submit(only, PendingChange(frame, drop_ids=drop))
 
     def targets(self) -> dict[str, list[int]]:
@@ -399,14 +407,14 @@ class Pipeline:
             for item in stages:
                 if isinstance(item, Segmented):
                     lane = self._lanes[item.frame.source_id]  # a lane leaves only after its SourceEnded
-                    result = lane.result(item)
-                    for sink in lane.sinks:
-                        sink.write(result)
+                    result = self._handled(lane, stages, item)
+                    if result is None:
+                        continue
                     yield result
                     if self._stop_requested.is_set():
                         break
                 elif isinstance(item, SourceEvent):
-                    self._lanes[item.source_id].event(item)
+                    self._handled(self._lanes[item.source_id], stages, item)
                 elif isinstance(item, SourceEnded):
                     lane = self._lanes[item.source_id]
                     lane.end(item, self._stop_requested.is_set())
@@ -426,6 +434,30 @@ class Pipeline:
         if failed:  # after every other source has finished and every sink is final
             self.summary.error_source = failed[0].source.source_id  # its summary only points at the error
             raise failed[0].error
+
+    def _handled(self, lane: Lane, stages: SegmentingStages, item: Segmented | SourceEvent) -> FrameResult | None:
+        """A frame's result through its lane and sinks, or an event to its lane; None for an event or a failed lane.
+
+        In a run, a failure (a sink's full disk, a bug) ends the run. In a service it ends only its
+        own stream: the stream leaves the stages, shows as ended with the error, and its outputs are
+        finalised when its end comes through; the other streams go on.
+        """
+        if lane.failed:  # what its stages still hand on after the failure is not written
+            return None
+        try:
+            if isinstance(item, SourceEvent):
+                lane.event(item)
+                return None
+            result = lane.result(item)
+            for sink in lane.sinks:
+                sink.write(result)
+            return result
+        except Exception as exc:
+            if not self.keep_running:
+                raise
+            lane.failed, lane.error, lane.summary.error = True, exc, str(exc)
+            stages.remove_source(lane.source.source_id)
+            return None
 
     def run(self, on_result: Callable[[FrameResult], object] | None = None) -> RunSummary:
         """Drive the pipeline to the end of every source; returns the summary."""
@@ -453,7 +485,10 @@ class Pipeline:
                     lane.abandon(why)
                 except Exception as exc:  # noqa: BLE001 - an event sink that fails must not keep the others open
                     errors.append((f"reporting the changes left for {lane.source.source_id}", exc))
-            open_lanes = [lane for lane in self._lanes.values() if not lane.closed.is_set()]
+            with self._lanes_lock:  # a remove_source now closes its lane itself, or leaves it to us
+                open_lanes = [lane for lane in self._lanes.values() if not lane.closed.is_set()]
+                for lane in open_lanes:
+                    lane.closed.set()
             own = [sink for lane in open_lanes for sink in lane.own_sinks]
             places = [lane.places for lane in open_lanes if lane.places is not None]
             sources = [lane.source for lane in open_lanes]
@@ -464,7 +499,6 @@ class Pipeline:
                     errors.append((f"closing {type(closing).__name__}", exc))
             for lane in open_lanes:
                 lane.own_sinks, lane.places = [], None
-                lane.closed.set()  # a remove_source waiting on it returns
         raised = errors[0][1] if errors and raising is None else None
         reported = raising if raising is not None else raised
         for what, exc in errors:

@@ -65,6 +65,7 @@ ERROR_STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...],
     (StreamConflictError, 409),
     (ServiceStartingError, 503),
     ((PromptError, ConfigError, SourceError), 400),
+    (TimeoutError, 504),  # a stream's outputs not final within the removal's bound
 )
 
 

@@ -164,12 +164,15 @@ class Service:
             Its counts: frames, frames_with_target, dropped, reconnects.
 
         Raises:
-            ServiceStartingError, UnknownStreamError.
+            ServiceStartingError, UnknownStreamError; TimeoutError: its outputs were not final within
+            REMOVE_TIMEOUT_S (it still leaves).
         """
         pipeline = self._running()
-        summary = pipeline.remove_source(stream_id, REMOVE_TIMEOUT_S)
-        if self.hub is not None:
-            self.hub.forget(stream_id)
+        try:
+            summary = pipeline.remove_source(stream_id, REMOVE_TIMEOUT_S)
+        finally:  # its viewers' connections end even when its outputs are slow to close
+            if self.hub is not None:
+                self.hub.forget(stream_id)
         log.info("stream %s removed: %s", stream_id, summary.describe())
         return {
             "frames": summary.frames,

@@ -12,6 +12,7 @@ import logging
 import queue
 import re
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -30,7 +31,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class SnapshotWriter:
-    """Writes `<folder>/snapshots/<frame>-<event>-<place>-<track>.jpg` for zone events, in a thread of its own.
+    """Writes `snapshots/<UTC start>-<frame>-<event>-<place>-<track>.jpg` for zone events, in a thread of its own.
 
     Args:
         folder: The stream's output folder; snapshots go in its `snapshots/`.
@@ -42,6 +43,9 @@ class SnapshotWriter:
             raise ValueError(f"max_count must be >= 1, got {max_count}")
         self.folder = Path(folder) / "snapshots"
         self.max_count = max_count
+        # Frame numbers start again with each run (or a stream added again): the writer's UTC start
+        # keeps names apart, and in time order.
+        self._stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self.written = 0
         self.skipped = 0
         # An earlier run's snapshots count too, oldest first (frame numbers start again with each run).
@@ -53,7 +57,8 @@ class SnapshotWriter:
 
     def save(self, result: FrameResult, event: ZoneEvent) -> str | None:
         """Queue the snapshot of `event`'s frame; returns its path relative to the stream folder (None: skipped)."""
-        name = f"{event.frame:08d}-{event.kind.value}-{_UNSAFE.sub('-', event.place)}-{event.track_id}.jpg"
+        place = _UNSAFE.sub("-", event.place)
+        name = f"{self._stamp}-{event.frame:08d}-{event.kind.value}-{place}-{event.track_id}.jpg"
         try:
             self._queue.put_nowait((result, self.folder / name))
         except queue.Full:

@@ -13,7 +13,7 @@ import time
 import pytest
 from fakes import Middle
 
-from fastsam_stream.errors import StreamConflictError, UnknownStreamError
+from fastsam_stream.errors import PromptError, StreamConflictError, UnknownStreamError
 from fastsam_stream.pipeline import Pipeline
 from fastsam_stream.pipeline.status import StreamState
 from fastsam_stream.sinks import JsonlSink
@@ -120,3 +120,54 @@ def test_a_run_that_has_started_takes_no_new_source(videos):
     with pytest.raises(StreamConflictError, match="keep_running"):
         pipeline.add_source(open_source(videos / "carphone_pristine.mp4", source_id="b"))
     pipeline.close()
+
+
+class FailsAfter:
+    """A sink whose write fails from its `n`-th frame on (a disk that fills, a bug)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.written, self.closed = n, 0, False
+
+    def write(self, result) -> None:
+        if self.written >= self.n:
+            raise OSError("no space left on device")
+        self.written += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_failing_sink_ends_only_its_own_stream_in_a_service(service, videos):
+    failing = FailsAfter(3)
+    service.add_source(open_source(CAMERA, source_id="cam"))
+    service.add_source(open_source(videos / "carphone_pristine.mp4", source_id="clip"), [failing])
+    _wait_for(lambda: _status(service, "clip").state is StreamState.ENDED, "the failing stream to end")
+    status = _status(service, "clip")
+    # Segmented: the 3 written and the one whose write failed; nothing after it.
+    assert "no space left" in status.error and failing.written == 3 and status.frames == 4
+    assert failing.closed  # its outputs are finalised as it leaves
+    before = _status(service, "cam").frames
+    _wait_for(lambda: _status(service, "cam").frames > before + 3, "the camera to go on")
+
+
+def test_removing_a_source_that_ended_in_a_run_closes_its_outputs_at_once(videos, tmp_path):
+    short = JsonlSink(tmp_path / "short.jsonl")
+    pipeline = Pipeline(
+        [open_source(CAMERA, source_id="cam"), open_source(videos / "carphone_pristine.mp4", source_id="clip")],
+        Middle(),
+        sinks_for=lambda s: [short] if s.source_id == "clip" else [],
+    )
+    results = iter(pipeline)
+    for _ in results:
+        if _status(pipeline, "clip").state is StreamState.ENDED:
+            break
+    summary = pipeline.remove_source("clip", timeout_s=HANG_S)  # no frame of it will come to close it
+    assert summary.frames == CARPHONE_FRAMES
+    assert len(read_jsonl(tmp_path / "short.jsonl")) == CARPHONE_FRAMES
+    assert [s.id for s in pipeline.streams()] == ["cam"]
+    pipeline.close()
+
+
+def test_dropping_ids_with_no_stream_is_a_prompt_error(service):
+    with pytest.raises(PromptError, match="no stream"):
+        service.drop_targets([1])

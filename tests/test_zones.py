@@ -311,6 +311,106 @@ def test_a_lost_track_found_again_enters_again():
     assert [(f, k) for f, k, *_ in seen] == [(0, ENTER), (1, LEAVE), (2, ENTER)]
 
 
+# --- debounce: leave_after_s and enter_after_s ------------------------------------------------------------------
+
+
+def gap(kind: str, box=None) -> list[T]:
+    """One frame of a track not inside: seen outside, lost, removed, or no longer reported."""
+    box = box or box_at(104, 100)
+    return {
+        "out": [T(1, box_at(10, 10))],
+        "lost": [T(1, box, TrackState.LOST)],
+        "removed": [T(1, box, TrackState.REMOVED)],
+        "vanished": [],
+    }[kind]
+
+
+def counts(monitor: ZoneMonitor, frames: list[list[T]]):
+    """Feed the frames; return the events as (frame, kind, track) and the zone's ids after each frame."""
+    seen, ids = [], []
+    for index, tracks in enumerate(frames):
+        places, events = monitor.update(make(index, tracks))
+        seen += [(e.frame, e.kind, e.track_id) for e in events]
+        ids.append(places[0].ids)
+    return seen, ids
+
+
+@pytest.mark.parametrize("kind", ["out", "lost", "vanished"])
+def test_a_short_absence_within_leave_after_s_raises_nothing(kind):
+    inside = [T(1, box_at(100, 100))]
+    frames = [inside] * 3 + [gap(kind)] * 2 + [inside] * 3
+    seen, ids = counts(ZoneMonitor("cam", [zone(leave_after_s=0.2)], []), frames)
+    assert seen == [(0, ENTER, 1)]
+    assert ids == [(1,)] * 8  # still counted inside while away
+
+
+@pytest.mark.parametrize("kind", ["out", "lost", "vanished"])
+def test_the_same_absence_with_leave_after_s_0_leaves_and_enters(kind):
+    inside = [T(1, box_at(100, 100))]
+    seen, ids = counts(ZoneMonitor("cam", [zone()], []), [inside] * 3 + [gap(kind)] * 2 + [inside] * 3)
+    assert seen == [(0, ENTER, 1), (3, LEAVE, 1), (5, ENTER, 1)]
+    assert ids == [(1,)] * 3 + [()] * 2 + [(1,)] * 3
+
+
+@pytest.mark.parametrize("kind", ["out", "lost", "removed", "vanished"])
+def test_a_real_exit_leaves_once_leave_after_s_after_its_first_frame_out(kind):
+    # Out from frame 5 (pts 0.5): the leave comes on frame 7 (pts 0.7), the first frame 0.2 s later.
+    frames = [[T(1, box_at(100, 100))]] * 5 + [gap(kind)] + [gap("vanished" if kind == "removed" else kind)] * 6
+    monitor = ZoneMonitor("cam", [zone(leave_after_s=0.2)], [])
+    seen, ids = [], []
+    for index, tracks in enumerate(frames):
+        places, events = monitor.update(make(index, tracks))
+        seen += [(e.frame, e.pts, e.kind, e.box) for e in events]
+        ids.append(places[0].ids)
+    last_box = {"out": box_at(10, 10), "vanished": box_at(100, 100)}.get(kind, box_at(104, 100))
+    assert seen == [(0, 0.0, ENTER, box_at(100, 100)), (7, pytest.approx(0.7), LEAVE, last_box)]
+    assert ids == [(1,)] * 7 + [()] * 5
+
+
+def test_jitter_on_the_border_within_leave_after_s_raises_nothing():
+    # The bottom centre (y + 10) jitters across the zone's bottom edge (y = 150): out for at most 2 frames.
+    bottoms = [146, 152, 148, 153, 151, 147, 149, 152, 146, 151, 153, 148, 152, 147, 150, 154, 146]
+    frames = [[T(1, box_at(100, b - 10))] for b in bottoms]
+    seen, _ = counts(ZoneMonitor("cam", [zone(leave_after_s=0.2)], []), frames)
+    assert seen == [(0, ENTER, 1)]
+    seen, _ = counts(ZoneMonitor("cam", [zone()], []), frames)
+    assert len(seen) == 13  # without the debounce: an enter or a leave at each of the 13 changes of side
+    # Coming from outside: enter_after_s 0.2 needs 3 frames inside in a row, which the jitter never has.
+    seen, _ = counts(ZoneMonitor("cam", [zone(leave_after_s=0.2, enter_after_s=0.2)], []), frames[1:])
+    assert seen == []
+
+
+def test_enter_after_s_enters_after_a_steady_stay_counted_from_its_first_frame():
+    outside, inside = [T(1, box_at(10, 10))], [T(1, box_at(100, 100))]
+    frames = [outside, inside, inside, outside] + [inside] * 14
+    seen, ids = counts(ZoneMonitor("cam", [zone(enter_after_s=0.2, dwell_s=1.0)], []), frames)
+    # In on frames 1-2, out on 3: nothing. In again from frame 4 (pts 0.4): enter on frame 6, dwell on 14.
+    assert seen == [(6, ENTER, 1), (14, DWELL, 1)]
+    assert ids == [()] * 6 + [(1,)] * 12
+
+
+def test_dwell_and_obstacle_clocks_run_through_a_short_absence():
+    inside = [T(1, box_at(100, 100))]
+    # Lost on frames 4-5 and 9-11: dwell (pts 1.0) and stillness (since pts 0) fall due while away, on
+    # frame 10; both come when it is back, on frame 12. A 3-frame absence is within leave_after_s 0.3.
+    frames = [inside] * 4 + [gap("lost", box_at(100, 100))] * 2 + [inside] * 3 + [gap("lost")] * 3 + [inside] * 2
+    monitor = ZoneMonitor("cam", [zone(leave_after_s=0.3, dwell_s=1.0, stationary_s=1.0)], [])
+    seen, _ = counts(monitor, frames)
+    assert seen == [(0, ENTER, 1), (12, DWELL, 1), (12, OBSTACLE, 1)]
+
+
+def test_debounces_survive_a_resize():
+    monitor = ZoneMonitor("cam", [zone(trigger="center", leave_after_s=0.2, enter_after_s=0.2)], [])
+    seen = []
+    frames = [((200, 200), [T(1, box_at(100, 100)), T(2, box_at(60, 60))]), ((400, 400), [T(2, box_at(120, 120))])]
+    frames += [((400, 400), [T(2, box_at(120, 120))])] * 2
+    for index, (size, tracks) in enumerate(frames):
+        _, events = monitor.update(make(index, tracks, size))
+        seen += [(e.frame, e.kind, e.track_id, e.box) for e in events]
+    # Track 2 arrives at frame 0 and enters on frame 2; track 1 (arriving, gone on frame 1) never enters.
+    assert seen == [(2, ENTER, 2, box_at(120, 120))]
+
+
 # --- who counts -------------------------------------------------------------------------------------------------
 
 
@@ -461,6 +561,8 @@ def test_line_shape_crossings():
         (ZoneSettings, {"polygon": SQUARE, "trigger": "top"}, "Input should be 'center', 'bottom_center' or 'mask'"),
         (ZoneSettings, {"polygon": SQUARE, "min_overlap": 0}, "greater than 0"),
         (ZoneSettings, {"polygon": SQUARE, "dwell_s": -1}, "greater than 0"),
+        (ZoneSettings, {"polygon": SQUARE, "leave_after_s": -0.1}, "greater than or equal to 0"),
+        (ZoneSettings, {"polygon": SQUARE, "enter_after_s": -1}, "greater than or equal to 0"),
         (ZoneSettings, {"polygon": SQUARE, "colour": "red"}, "Extra inputs are not permitted"),
         (LineSettings, {"points": [[0, 0]]}, "line 'x': a line needs exactly 2 points, got 1"),
         (LineSettings, {"points": [[0, 0], [1, 1], [2, 2]]}, "line 'x': a line needs exactly 2 points, got 3"),

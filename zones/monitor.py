@@ -2,8 +2,10 @@
 
 Which tracks count: those matched on this frame (TRACKED). A LOST or REMOVED track, or one that is
 no longer reported, is out of every zone, so its stay ends with a zone_leave; if it is matched
-again it enters anew. Time is the frames' pts, so a file processed faster or slower than real
-time raises the same events.
+again it enters anew. A zone's leave_after_s and enter_after_s debounce this: a track leaves only
+once it has been out (or unmatched) for leave_after_s, and enters only once it has been inside on
+every frame for enter_after_s. Time is the frames' pts, so a file processed faster or slower than
+real time raises the same events.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ log = logging.getLogger(__name__)
 # What a watcher reports for one track on one frame: the event, the track, its box, a line's direction.
 Happening = tuple[ZoneEventKind, int, np.ndarray, str | None]
 
+# Slack on every period's end (debounces, dwell_s, stationary_s): pts are rounded floats, so a period
+# that is due to the microsecond is due (1.4 - 0.4 < 1.0).
+_DUE = 1e-6
+
 
 def _box_of(track: Track) -> np.ndarray:
     return np.asarray(track.box, np.float64)
@@ -42,7 +48,14 @@ def _centre_and_diagonal(box: np.ndarray) -> tuple[np.ndarray, float]:
 
 @dataclass
 class _Stay:
-    """One track's stay in one zone: since when, where it is, and which once-per-stay events it raised."""
+    """One track's stay in one zone: since when, where it is, and which once-per-stay events it raised.
+
+    `out_since` is the first frame of the track's present absence from the zone (None while inside):
+    while that is shorter than leave_after_s the stay goes on. Its clocks (since, still_since) keep
+    running through such an absence, so a brief one neither restarts dwell_s nor breaks stillness, but
+    zone_dwell and obstacle are raised only on frames the track is really inside: when it is back, if
+    they fell due meanwhile, or never, if it leaves for good.
+    """
 
     since: float
     box: np.ndarray
@@ -51,11 +64,20 @@ class _Stay:
     still_diagonal: float
     dwelt: bool = False
     reported_still: bool = False
+    out_since: float | None = None
 
     @classmethod
     def start(cls, pts: float, box: np.ndarray) -> _Stay:
         centre, diagonal = _centre_and_diagonal(box)
         return cls(pts, box, pts, centre, diagonal)
+
+    def away_for(self, pts: float, box: np.ndarray | None) -> float:
+        """Note a frame the track is not inside (with its box, if reported): how long it has been out."""
+        if box is not None:
+            self.box = box
+        if self.out_since is None:
+            self.out_since = pts
+        return pts - self.out_since
 
     def rescale(self, scale: np.ndarray) -> None:
         self.box = self.box * np.tile(scale, 2)
@@ -76,7 +98,7 @@ class _Stay:
             self.still_since, self.still_centre, self.still_diagonal = pts, centre, diagonal
             self.reported_still = False
             return False
-        if self.reported_still or pts - self.still_since < settings.stationary_s:
+        if self.reported_still or pts - self.still_since < settings.stationary_s - _DUE:
             return False
         self.reported_still = True
         return True
@@ -89,13 +111,14 @@ class _ZoneWatch:
         self.settings = settings
         self.shape: ZoneShape | None = None
         self.points = _frozen(np.zeros((0, 2)))
-        self.stays: dict[int, _Stay] = {}
+        self.stays: dict[int, _Stay] = {}  # counted inside: entered, and not yet left
+        self.arriving: dict[int, _Stay] = {}  # inside since their stay's start, not yet for enter_after_s
 
     def reshape(self, size: Size, first_size: Size, scale: np.ndarray) -> None:
         points = to_pixels(np.asarray(self.settings.polygon), self.settings.relative, size, first_size)
         self.shape = ZoneShape(points, size)
         self.points = _frozen(points)
-        for stay in self.stays.values():
+        for stay in (*self.stays.values(), *self.arriving.values()):
             stay.rescale(scale)
 
     def eligible(self, tracks: Iterable[Track]) -> list[Track]:
@@ -141,19 +164,37 @@ class _ZoneWatch:
             pts: The frame's time.
             tracks: The tracks that count in this zone on this frame.
             known: Every track the tracker reports this frame (any state), by id: for a leaver's box
-                (a vanished track leaves with its last box in the zone).
+                (a vanished track leaves with the last box it was reported with).
             inside: The ids of `tracks` inside the zone.
         """
-        happened: list[Happening] = []
-        for track_id in sorted(set(self.stays) - inside):
-            stay = self.stays.pop(track_id)
-            box = _box_of(known[track_id]) if track_id in known else stay.box
-            happened.append((ZoneEventKind.ZONE_LEAVE, track_id, box, None))
         boxes = {t.id: _box_of(t) for t in tracks if t.id in inside}
-        for track_id in sorted(inside - set(self.stays)):
-            self.stays[track_id] = _Stay.start(pts, boxes[track_id])
-            happened.append((ZoneEventKind.ZONE_ENTER, track_id, boxes[track_id], None))
-        happened += self._timed(pts, boxes)
+        happened = self._leaves(pts, known, inside) + self._enters(pts, boxes)
+        return happened + self._timed(pts, {i: box for i, box in boxes.items() if i in self.stays})
+
+    def _leaves(self, pts: float, known: dict[int, Track], inside: set[int]) -> list[Happening]:
+        """zone_leave of the tracks out of the zone (or gone) for leave_after_s; those back inside stay."""
+        happened: list[Happening] = []
+        for track_id in sorted(self.stays):
+            stay = self.stays[track_id]
+            if track_id in inside:
+                stay.out_since = None
+                continue
+            box = _box_of(known[track_id]) if track_id in known else None  # gone: its last box
+            if stay.away_for(pts, box) >= self.settings.leave_after_s - _DUE:
+                del self.stays[track_id]
+                happened.append((ZoneEventKind.ZONE_LEAVE, track_id, stay.box, None))
+        return happened
+
+    def _enters(self, pts: float, boxes: dict[int, np.ndarray]) -> list[Happening]:
+        """zone_enter of the tracks inside on every frame for enter_after_s (not already counted inside)."""
+        self.arriving = {i: stay for i, stay in self.arriving.items() if i in boxes}  # out once: start over
+        happened: list[Happening] = []
+        for track_id in sorted(boxes.keys() - self.stays.keys()):
+            if track_id not in self.arriving:
+                self.arriving[track_id] = _Stay.start(pts, boxes[track_id])
+            if pts - self.arriving[track_id].since >= self.settings.enter_after_s - _DUE:
+                self.stays[track_id] = self.arriving.pop(track_id)
+                happened.append((ZoneEventKind.ZONE_ENTER, track_id, boxes[track_id], None))
         return happened
 
     def _timed(self, pts: float, boxes: dict[int, np.ndarray]) -> list[Happening]:
@@ -163,7 +204,7 @@ class _ZoneWatch:
         for track_id in sorted(boxes):
             stay, box = self.stays[track_id], boxes[track_id]
             stay.box = box
-            if s.dwell_s is not None and not stay.dwelt and pts - stay.since >= s.dwell_s:
+            if s.dwell_s is not None and not stay.dwelt and pts - stay.since >= s.dwell_s - _DUE:
                 stay.dwelt = True
                 dwelt.append((ZoneEventKind.ZONE_DWELL, track_id, box, None))
             if s.stationary_s is not None and stay.stays_still(pts, box, s):

@@ -48,6 +48,22 @@ class ZoneSettings(Settings):
     )
     targets_only: bool = Field(False, description="only prompted targets count, not every tracked instance")
     min_area: float = Field(0.0, ge=0.0, description="ignore instances whose box is smaller than this, in px²")
+    enter_after_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="a track enters only once it has been inside on every frame for this many seconds: its "
+        "zone_enter comes on the first frame that long after its first frame inside (its stay, and so dwell_s "
+        "and stationary_s, count from that first frame); until then it does not count as inside. "
+        "0: it enters on its first frame inside, as supervision's PolygonZone",
+    )
+    leave_after_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="a track counts as gone from the zone only once it has been out of it, or lost, removed or "
+        "no longer reported, for this many seconds: its zone_leave comes on the first frame that long after its "
+        "first frame out (that frame's index and pts), and nothing at all if it is back inside before then; "
+        "until then it still counts as inside. 0: it leaves on its first frame out, as supervision's PolygonZone",
+    )
     dwell_s: float | None = Field(
         None, gt=0.0, description="a zone_dwell event once a track has stayed this many seconds (null: none)"
     )
