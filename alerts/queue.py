@@ -21,6 +21,7 @@ from typing import Protocol
 
 from ..core import FrameResult, SourceEvent, ZoneEvent
 from ..errors import ConfigError, error_reason
+from ..pipeline.status import OutputCounts
 from ..sources.live import ReconnectPolicy
 from .settings import AlertOutputSettings
 
@@ -238,6 +239,10 @@ class AlertOutput:
                 return None
             self._in_flight = self._queue.popleft()
             return self._in_flight
+
+    def counts(self) -> OutputCounts:
+        """What it has done so far, for /metrics."""
+        return OutputCounts(self.label, self.sent, self.dropped, self.failed)
 
     def _deliver(self, event: ZoneEvent) -> bool:
         """Send one event, retrying while the receiver is down.

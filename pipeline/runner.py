@@ -28,7 +28,14 @@ from .lane import MAX_PENDING_CLEARING, MAX_PENDING_COMMANDS, Lane, PendingChang
 from .places import PlaceStage
 from .prompts import TextScorer, check_source
 from .segmenter import Segmenter
-from .status import BATCH_SIZE_BUCKETS, LATENCY_BUCKETS_S, Histogram, PipelineMetrics, StreamStatus
+from .status import (
+    BATCH_SIZE_BUCKETS,
+    LATENCY_BUCKETS_S,
+    CountedOutput,
+    Histogram,
+    PipelineMetrics,
+    StreamStatus,
+)
 from .summary import RunSummary, SourceSummary
 
 __all__ = ["MAX_PENDING_CLEARING", "MAX_PENDING_COMMANDS", "Pipeline", "SinkLike"]
@@ -281,6 +288,7 @@ class Pipeline:
             latency=self.latency.snapshot(),
             batch_size=(stages.batch_sizes if stages is not None else Histogram(BATCH_SIZE_BUCKETS)).snapshot(),
             queue_depth=stages.queue_depths() if stages is not None else {"intake": 0, "prepared": 0, "results": 0},
+            outputs=tuple(sink.counts() for sink in self._shared if isinstance(sink, CountedOutput)),
         )
 
     def _submit(self, source_id: str | None, pending: PendingChange) -> None:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from ..core import PlaceKind, PlaceState
 
@@ -183,6 +184,32 @@ def _percentile(ordered: list[float], q: float) -> float:
 
 
 @dataclass(frozen=True)
+class OutputCounts:
+    """What an alert output (alerts/) has done so far.
+
+    Attributes:
+        output: Its name in logs and metrics, e.g. "webhook http://host/hook" (credentials redacted).
+        sent: Events delivered.
+        dropped: Events dropped because its queue was full.
+        failed: Events refused by the receiver, or given up.
+    """
+
+    output: str
+    sent: int
+    dropped: int
+    failed: int
+
+
+@runtime_checkable
+class CountedOutput(Protocol):
+    """A shared sink that reports delivery counts (the alert outputs do): /metrics shows them."""
+
+    def counts(self) -> OutputCounts:
+        """Its counts now."""
+        ...
+
+
+@dataclass(frozen=True)
 class PipelineMetrics:
     """Everything `/metrics` exposes, read at one moment.
 
@@ -193,9 +220,11 @@ class PipelineMetrics:
         queue_depth: Items waiting per stage: "intake" (decoded frames waiting for the segmenter),
             "prepared" (batches letterboxed, waiting for the network), "results" (segmented,
             waiting for the tracker and sinks).
+        outputs: Each alert output's delivery counts.
     """
 
     streams: tuple[StreamStatus, ...]
     latency: HistogramSnapshot
     batch_size: HistogramSnapshot
     queue_depth: dict[str, int]
+    outputs: tuple[OutputCounts, ...] = ()

@@ -21,6 +21,8 @@ The families (every one prefixed `fastsam_stream_`):
     zone_objects{stream,zone}       gauge      tracks inside the zone now (zones/)
     line_crossings_total{stream,line,direction}  counter  crossings "in" and "out"
     zone_events_total{stream,place,event}        counter  zone_enter, zone_leave, obstacle, ...
+    alerts_sent_total{output}, alerts_dropped_total{output}, alerts_failed_total{output}
+                                    counter    each alert output's deliveries (alerts/)
     gpu_memory_allocated_bytes{device}, gpu_memory_reserved_bytes{device}
                                     gauge      torch's CUDA memory, where torch uses a GPU
 
@@ -115,6 +117,7 @@ class PipelineCollector(Collector):
             return
         yield from _stream_families(metrics)
         yield from _place_families(metrics)
+        yield from _output_families(metrics)
         yield _histogram(PREFIX + "latency_seconds", "Capture-to-result latency of every frame", metrics.latency)
         yield _histogram(PREFIX + "batch_size", "Frames per batch through the network", metrics.batch_size)
         depth = GaugeMetricFamily(
@@ -174,6 +177,23 @@ def _place_families(metrics: PipelineMetrics) -> Iterator[Metric]:
         for place, kind, count in stream.zone_events:
             events.add_metric([stream.id, place, kind], count)
     yield from (inside, crossings, events)
+
+
+def _output_families(metrics: PipelineMetrics) -> Iterator[Metric]:
+    """Each alert output's deliveries: sent, dropped (its queue was full), failed (refused or given up)."""
+    families = {
+        "sent": CounterMetricFamily(PREFIX + "alerts_sent", "Events delivered by the alert output", labels=["output"]),
+        "dropped": CounterMetricFamily(
+            PREFIX + "alerts_dropped", "Events dropped because the output's queue was full", labels=["output"]
+        ),
+        "failed": CounterMetricFamily(
+            PREFIX + "alerts_failed", "Events the receiver refused, or the output gave up", labels=["output"]
+        ),
+    }
+    for counts in metrics.outputs:
+        for name, family in families.items():
+            family.add_metric([counts.output], getattr(counts, name))
+    yield from families.values()
 
 
 def _histogram(name: str, documentation: str, snapshot: HistogramSnapshot) -> HistogramMetricFamily:

@@ -198,3 +198,36 @@ def test_openmetrics_when_the_scraper_asks_for_it():
     assert content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
     assert b'fastsam_stream_frames_total{stream="cam1"} 120.0' in body
+
+
+def test_zones_lines_and_alert_outputs_have_their_families():
+    import dataclasses
+
+    import numpy as np
+
+    from fastsam_stream.core import PlaceKind, PlaceState
+    from fastsam_stream.pipeline.status import OutputCounts
+
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], np.float32)
+    places = (
+        PlaceState("dock", PlaceKind.ZONE, square, ids=(2, 5)),
+        PlaceState("door", PlaceKind.LINE, square[:2], crossed_in=4, crossed_out=1),
+    )
+    (cam, clip) = _metrics().streams
+    cam = dataclasses.replace(cam, places=places, zone_events=(("dock", "zone_enter", 6), ("door", "line_cross", 5)))
+    metrics = dataclasses.replace(
+        _metrics(streams=(cam, clip)), outputs=(OutputCounts("webhook http://hooks.local/x", 9, 2, 1),)
+    )
+    families = _scrape(metrics_registry(lambda: metrics))
+    assert _values(families["fastsam_stream_zone_objects"]) == {(("stream", "cam1"), ("zone", "dock")): 2.0}
+    crossings = _values(families["fastsam_stream_line_crossings"], "fastsam_stream_line_crossings_total")
+    assert crossings == {
+        (("direction", "in"), ("line", "door"), ("stream", "cam1")): 4.0,
+        (("direction", "out"), ("line", "door"), ("stream", "cam1")): 1.0,
+    }
+    events = _values(families["fastsam_stream_zone_events"], "fastsam_stream_zone_events_total")
+    assert events[(("event", "zone_enter"), ("place", "dock"), ("stream", "cam1"))] == 6.0
+    output = (("output", "webhook http://hooks.local/x"),)
+    assert _values(families["fastsam_stream_alerts_sent"], "fastsam_stream_alerts_sent_total") == {output: 9.0}
+    assert _values(families["fastsam_stream_alerts_dropped"], "fastsam_stream_alerts_dropped_total") == {output: 2.0}
+    assert _values(families["fastsam_stream_alerts_failed"], "fastsam_stream_alerts_failed_total") == {output: 1.0}
