@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..core import Prompt
 from ..errors import PromptError, ServiceStartingError, StreamConflictError, UnknownStreamError
@@ -67,6 +67,10 @@ class FrameViewers(Protocol):
         """The stream is gone: its viewers' connections end."""
         ...
 
+    def expect(self, stream_id: str) -> None:
+        """A stream is being added (its id may have been forgotten before)."""
+        ...
+
 
 class Service:
     """A running pipeline as the HTTP app sees it.
@@ -84,7 +88,7 @@ class Service:
     def __init__(
         self,
         settings: ServeConfig,
-        hub: Any = None,
+        hub: FrameViewers | None = None,
         open_stream: StreamOpener | None = None,
         pipeline: Pipeline | None = None,
     ) -> None:
@@ -148,6 +152,8 @@ class Service:
         if stream_id is not None and stream_id in taken:
             raise StreamConflictError(f"a stream {stream_id!r} is already running: remove it or choose another id")
         opened = self.open_stream(path, stream_id, prompt, taken)
+        if self.hub is not None:  # its viewers may connect before its first frame
+            self.hub.expect(opened.source.source_id)
         try:
             pipeline.add_source(opened.source, opened.sinks, opened.prompts, opened.places)
         except BaseException:

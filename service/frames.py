@@ -95,6 +95,7 @@ class FrameHub:
         self._slots: dict[str, _Slot] = {}
         self._subs: dict[str, set[_Subscription]] = {}
         self._closed = False
+        self._gone: set[str] = set()  # forgotten (removed) streams: a viewer arriving late ends at once
 
     # ---- the pipeline's side (its thread): cheap, never blocks on a viewer ----
 
@@ -108,6 +109,7 @@ class FrameHub:
         with self._lock:
             if self._closed:
                 return
+            self._gone.discard(stream_id)  # its frames come again: the id is in use again
             slot = self._slots.get(stream_id)
             if slot is None:
                 self._slots[stream_id] = _Slot(result)
@@ -149,8 +151,18 @@ class FrameHub:
         """
         with self._lock:
             self._slots.pop(stream_id, None)
+            self._gone.add(stream_id)
             ending = self._subs.pop(stream_id, set())
         _end(ending)
+
+    def expect(self, stream_id: str) -> None:
+        """A stream (perhaps of a forgotten id) is being added: viewers may wait for its first frame.
+
+        Args:
+            stream_id: The stream's id.
+        """
+        with self._lock:
+            self._gone.discard(stream_id)
 
     def close(self) -> None:
         """End every viewer's iterator and release every frame (the server can then shut down).
@@ -281,7 +293,7 @@ class FrameHub:
             stream_id, asyncio.get_running_loop(), events=deque(maxlen=MAX_QUEUED_EVENTS) if events else None
         )
         with self._lock:
-            if self._closed:
+            if self._closed or stream_id in self._gone:  # a viewer that raced a removal ends at once
                 sub.ended = True
             else:
                 self._subs.setdefault(stream_id, set()).add(sub)

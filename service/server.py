@@ -48,6 +48,9 @@ WS_MAX_MESSAGE = 64 << 10  # the largest WebSocket message taken from a client (
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
 
+MAX_CONNECTIONS = 512
+
+
 class ClientLog:
     """Counts the clients that went away mid-request or mid-reply; one log line each. Thread-safe."""
 
@@ -110,6 +113,9 @@ class HttpServer:
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S,  # type: ignore[arg-type]  # uvicorn takes any number
+            # Past this many open connections and requests, uvicorn answers 503: idle or slow clients
+            # cannot exhaust the process (viewers hold one connection per stream they watch).
+            limit_concurrency=MAX_CONNECTIONS,
         )
         self._server = _Server(config, self._app)
         self._thread = threading.Thread(target=self._serve, name="http-server", daemon=True)

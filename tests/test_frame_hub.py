@@ -323,3 +323,27 @@ def test_writes_never_wait_for_a_viewer(frames):
 
     anyio.run(main)
     assert hub.encoded == 1
+
+
+def test_a_viewer_arriving_after_its_stream_was_forgotten_ends_until_the_id_is_added_again(frames):
+    hub = FrameHub()
+
+    async def main():
+        hub.forget(STREAM)  # the viewer's request raced the stream's removal
+        assert [j async for j in hub.jpegs(STREAM)] == []
+        assert hub.viewers == 0
+        hub.expect(STREAM)  # the id is added again: a viewer waits for its first frame
+        async with anyio.create_task_group() as tg:
+            got: list[bytes] = []
+
+            async def first() -> None:
+                async for jpeg in hub.jpegs(STREAM):
+                    got.append(jpeg)
+                    return
+
+            tg.start_soon(first)
+            await _until(lambda: hub.viewers == 1, "a viewer waiting")
+            await _write(hub, frames[0])
+        assert got and got[0][:2] == b"\xff\xd8"
+
+    anyio.run(main)
