@@ -349,8 +349,9 @@ def serve(args: argparse.Namespace) -> int:
         FastSAMStreamError: A bad config, source, prompt or output; a non-loopback host without a token.
     """
     import os
+    from pathlib import Path
 
-    from .assemble import StreamFactory, build_pipeline
+    from .assemble import StreamFactory, build_pipeline, claim_output_dir, open_sources
     from .config import load_config
     from .pipeline.segmenter import quiet_ultralytics
     from .service.app import make_app
@@ -367,17 +368,28 @@ def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides, tracker=args.tracker)
     s = config.serve
     check_bind(s.host, s.token)
+    # A reused folder or a wrong source fails now, before the port is taken and the model loads.
+    if config.output.segment_minutes is None:
+        claim_output_dir(Path(config.output.dir), config.output.overwrite)
+    sources = open_sources(config, allow_none=True)
     hub = FrameHub()
     service = Service(s, hub, StreamFactory(config))
     try:
         server = HttpServer(make_app(service), s.host, s.port, s.read_timeout_s)
     except OSError as exc:
+        for source in sources:
+            source.close()
         raise ConfigError(f"cannot listen on {s.host}:{s.port}: {exc.strerror or exc}") from None
     print(
         f"serving on {server.url} (viewer: {server.url}/, metrics: {server.url}/metrics)", file=sys.stderr, flush=True
     )
     try:
-        pipeline = build_pipeline(config, shared_sinks=[hub], serving=True)
+        try:
+            pipeline = build_pipeline(config, source=sources, shared_sinks=[hub], serving=True)
+        except BaseException:
+            for source in sources:
+                source.close()
+            raise
         for signum in (signal.SIGINT, signal.SIGTERM):  # drain: the frame in hand reaches every sink
             signal.signal(signum, lambda *_: pipeline.stop())
         service.pipeline = pipeline

@@ -284,3 +284,15 @@ def test_outputs_rotate_into_complete_segments_that_add_up_to_the_frames(cli, we
     assert frames == sorted(set(frames))
     (done,) = [line for line in served.lines if line.startswith(("done:", "interrupted:"))]
     assert done.split(":", 1)[1].split()[0] == str(len(frames))
+
+
+def test_a_wrong_source_fails_in_one_line_before_the_port_is_taken(cli, tmp_path):
+    done = subprocess.run(
+        [*cli, "serve", str(tmp_path / "no-such-clip.mp4"), "--port", "0", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()  # no "serving on": nothing was served
+    assert "no such file or folder" in line
