@@ -236,7 +236,18 @@ def place_stage(config: Config, source: Source, folder: Path | None) -> PlaceSta
 
 
 def alert_outputs(config: Config) -> list[Sink]:
-    """The configured alert outputs (webhook, MQTT), each with its own thread; closed with the pipeline."""
+    """The configured alert outputs (webhook, MQTT), each with its own thread; closed with the pipeline.
+
+    Raises:
+        ConfigError: An MQTT topic takes `{zone}` and a zone's or line's name holds a wildcard (+, #),
+            which no broker publishes to.
+    """
+    names = [p.name for p in [*config.zones, *config.lines]]
+    for settings in config.alerts:
+        if getattr(settings, "topic", None) and "{zone}" in settings.topic:
+            bad = [n for n in names if "+" in n or "#" in n]
+            if bad:
+                raise ConfigError(f"zone or line name {bad[0]!r} cannot go into an MQTT topic: it holds + or #")
     made: list[Sink] = []
     try:
         for settings in config.alerts:

@@ -29,6 +29,13 @@ HANG_S = 120  # only stops a hang: these end before the model loads
         ),
         ({"alerts": [{"kind": "webhook", "url": "ftp://u:pa55word@host/x"}]}, "http:// or https://"),
         (
+            {
+                "zones": [{"name": "dock#1", "polygon": [[0, 0], [10, 0], [10, 10]]}],
+                "alerts": [{"kind": "mqtt", "host": "127.0.0.1", "topic": "cams/{zone}"}],
+            },
+            "cannot go into an MQTT topic",
+        ),
+        (
             {"alerts": [{"kind": "webhook", "url": "http://127.0.0.1:9/x", "secret_env": "NO_SUCH_VAR_X"}]},
             "NO_SUCH_VAR_X",
         ),
