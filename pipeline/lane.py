@@ -363,8 +363,6 @@ class Lane:
         lane with an error (raised when the run is over); a live source that gave up is already
         reported.
         """
-        if self.state is not StreamState.GAVE_UP:
-            self.state = StreamState.ENDED
         left = self._close_queue(f"source {self.source.source_id} {'was removed' if self.removing else 'has ended'}")
         self._report_superseded(self.next_index)
         error = ended.error
@@ -383,6 +381,11 @@ class Lane:
             self.summary.error = str(error)
             # Not logged as an error: the run raises it when every source is done (the command line prints it).
             log.debug("%s failed: %s", self.source.source_id, error)
+
+    def mark_ended(self) -> None:
+        """Show the stream as ended (a live source that gave up stays `gave_up`): its outputs are final or closing."""
+        if self.state is not StreamState.GAVE_UP:
+            self.state = StreamState.ENDED
 
     def close_outputs(self) -> list[tuple[str, BaseException]]:
         """Finalise this lane's own sinks and snapshots, and close its source; returns what failed, (what, error)."""

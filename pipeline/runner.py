@@ -260,6 +260,7 @@ class Pipeline:
         lane.summary.dropped = max(lane.summary.dropped, stages.dropped(lane.source.source_id))
         own = list(lane.own_sinks)
         self._log_close_errors(lane.close_outputs())
+        lane.mark_ended()
         with self._lanes_lock:  # with remove_source's check: a removal now is either seen here or settled there
             if lane.removing:
                 self._forget(lane)
@@ -427,7 +428,9 @@ class Pipeline:
                     lane = self._lanes[item.source_id]
                     lane.end(item, self._stop_requested.is_set())
                     if lane.removing or self.keep_running:
-                        self._finish_lane(lane, stages)
+                        self._finish_lane(lane, stages)  # shown ended once its outputs are final
+                    else:
+                        lane.mark_ended()
             self.summary.interrupted = self._stop_requested.is_set()
         except BaseException as exc:
             self.summary.interrupted = isinstance(exc, (KeyboardInterrupt, GeneratorExit))
