@@ -17,11 +17,10 @@ import json
 import signal
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from commands_http import post_command
 from fakes import Events, FixedBox
 
 import fastsam_stream as fs
@@ -63,20 +62,6 @@ def _add(frame: int, **kwargs) -> fs.Prompt:
     return fs.Prompt(boxes=[BOX], frame=frame, **kwargs)
 
 
-def _post(server: ControlServer, command: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        server.url + "/commands",
-        data=json.dumps(command).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=HANG_S) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 # --- a full queue ---------------------------------------------------------------------------------
 
 
@@ -85,13 +70,13 @@ def test_a_full_queue_still_takes_a_drop_and_a_replace_over_http(videos):
     pipeline = _pipeline(videos, events, prompt=fs.Prompt(boxes=[BOX]))
     with ControlServer(pipeline, port=0, read_timeout_s=5) as server:
         for _ in range(MAX_PENDING_COMMANDS - 1):  # the prompt given at start waits for frame 0 too
-            assert _post(server, {"op": "add", "box": BOX, "frame": 100})[0] == 202
-        status, body = _post(server, {"op": "add", "box": BOX, "frame": 100})
+            assert post_command(server.url, {"op": "add", "box": BOX, "frame": 100})[0] == 202
+        status, body = post_command(server.url, {"op": "add", "box": BOX, "frame": 100})
         assert status == 400 and f"{MAX_PENDING_COMMANDS} changes are already waiting" in body["error"], body
         assert "drop or a replace" in body["error"], body
-        assert _post(server, {"op": "drop", "ids": [1], "frame": 10})[0] == 202
-        assert _post(server, {"op": "drop", "frame": 20})[0] == 202
-        assert _post(server, {"op": "replace", "box": BOX, "frame": 30})[0] == 202
+        assert post_command(server.url, {"op": "drop", "ids": [1], "frame": 10})[0] == 202
+        assert post_command(server.url, {"op": "drop", "frame": 20})[0] == 202
+        assert post_command(server.url, {"op": "replace", "box": BOX, "frame": 30})[0] == 202
         results = list(pipeline)
     assert len(results) == 120
     # Nothing superseded (each applies on a frame of its own), nothing lost: every change is an event.

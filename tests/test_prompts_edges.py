@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
+from commands_http import post_command
 
 import fastsam_stream as fs
 from fastsam_stream.core import Frame, Prompt
@@ -95,28 +94,14 @@ def test_nothing_inside_the_frame_is_refused(first, prompt):
         select(prompt, instances)
 
 
-def _post(server: ControlServer, command: dict) -> int:
-    request = urllib.request.Request(
-        server.url + "/commands",
-        data=json.dumps(command).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=HANG_S) as reply:
-            return reply.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def test_commands_at_the_edge_say_what_happened_in_their_events(segmenter, videos, tmp_path, caplog):
     """Posted while frame 2 is handled: the clipped replace applies on frame 3, the box outside fails on frame 6."""
     replies: list[int] = []
 
     def script(result: fs.FrameResult) -> None:
         if result.frame.index == 2:
-            replies.append(_post(server, {"op": "replace", "box": PAST}))
-            replies.append(_post(server, {"op": "add", "box": [180, 0, 300, 100], "frame": 6}))
+            replies.append(post_command(server.url, {"op": "replace", "box": PAST})[0])
+            replies.append(post_command(server.url, {"op": "add", "box": [180, 0, 300, 100], "frame": 6})[0])
         if result.frame.index == 8:
             pipeline.stop()
 
