@@ -87,6 +87,16 @@ def _add_run_options(run: argparse.ArgumentParser, control: bool = True) -> None
     if control:  # serve carries the control interface on its own HTTP port
         setting_option(run, "--control-port", "control.port", type=int)
         setting_option(run, "--control-stdin", "control.stdin", action="store_true")
+    run.add_argument(
+        "--ray",
+        dest="cluster.address",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="spread the streams over Ray workers: no ADDRESS starts a Ray cluster on this machine; "
+        "auto, HOST:PORT or ray://HOST:10001 joins that one (needs the [ray] extra)",
+    )
+    setting_option(run, "--workers", "cluster.workers", type=int)
     setting_option(run, "--out", "output.dir")
     setting_option(run, "--overwrite", "output.overwrite", action="store_true")
     setting_option(run, "--masks", "output.masks")
@@ -286,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .assemble import build_pipeline
+    from .cluster.build import build_cluster_pipeline
     from .config import load_config
     from .pipeline.segmenter import quiet_ultralytics
 
@@ -295,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides, tracker=args.tracker)
     server = bind_control(config)
     try:
-        pipeline = build_pipeline(config)
+        pipeline = build_cluster_pipeline(config) if config.cluster.address else build_pipeline(config)
     except BaseException:
         if server is not None:
             server.close()
@@ -322,13 +333,21 @@ def run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         print(summary.line(), file=sys.stderr)
         return EXIT_INTERRUPTED
-    # Only files that exist: a live source that gave up before its first frame wrote none.
-    outputs = ", ".join(str(s.path) for s in pipeline.sinks if isinstance(s, FileSink) and s.path.exists())
+    outputs = ", ".join(written_outputs(pipeline))
     print(f"{summary.line()} -> {outputs}" if outputs else summary.line())
     if summary.gave_up:
         print(f"fastsam-stream: error: gave up reconnecting to {', '.join(summary.gave_up)}", file=sys.stderr)
         return EXIT_GAVE_UP
     return 0
+
+
+def written_outputs(pipeline: Any) -> list[str]:
+    """The files a finished run wrote (only those that exist: a live source that gave up early wrote none)."""
+    from .cluster.driver import ClusterPipeline
+
+    if isinstance(pipeline, ClusterPipeline):
+        return pipeline.output_paths
+    return [str(s.path) for s in pipeline.sinks if isinstance(s, FileSink) and s.path.exists()]
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .alerts.settings import AlertSettings
+from .cluster.settings import ClusterSettings
 from .core import Prompt
 from .errors import ConfigError, PromptError
 from .pipeline.batcher import DEFAULT_BUFFER_SIZE, BatchConfig, BufferSize
@@ -229,6 +230,7 @@ class Config(Settings):
     clip: ClipSettings = ClipSettings()
     control: ControlConfig = ControlConfig()
     serve: ServeConfig = ServeConfig()
+    cluster: ClusterSettings = ClusterSettings()
     # Any registered tracker's settings, told apart by `kind` (trackers/registry.py).
     tracker: settings_union() = ByteTrackerSettings()  # type: ignore[valid-type]
     output: OutputConfig = OutputConfig()

@@ -492,6 +492,7 @@ class EventKind(enum.StrEnum):
     RESIZED = "resized"  # frames arrive at a new size; tracks were rescaled to it
     TARGETS_CHANGED = "targets_changed"  # a prompt (at start or from the control interface) added or dropped targets
     PROMPT_FAILED = "prompt_failed"  # a prompt from the control interface selected nothing; targets unchanged
+    MOVED = "moved"  # on a Ray cluster (cluster/): the stream went to another worker, its targets re-seeded
 
 
 @dataclass(frozen=True)

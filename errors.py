@@ -60,6 +60,10 @@ class StreamConflictError(FastSAMStreamError):
     """A stream cannot be added: its id is taken, or this run takes no new sources (HTTP 409)."""
 
 
+class ClusterError(FastSAMStreamError):
+    """A Ray cluster run cannot start or go on: Ray missing, the cluster unreachable or too small, every worker lost."""
+
+
 class ServiceStartingError(FastSAMStreamError):
     """The service is not ready for this request yet: the model is loading (HTTP 503)."""
 

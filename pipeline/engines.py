@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from ..errors import ModelError
+from .lazy_torch import torch
 
 
 class Engine(Protocol):

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from .lazy_torch import inference_mode, torch
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class ProtoMasks:
             index = torch.as_tensor(index, device=self.coefficients.device)
         return ProtoMasks(self.protos, self.coefficients[index], self.boxes[index], self.letterbox)
 
-    @torch.inference_mode()
+    @inference_mode
     def render(self) -> np.ndarray:
         """Every instance's mask at source resolution, each computed inside its box only.
 

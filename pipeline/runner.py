@@ -109,9 +109,14 @@ class Pipeline:
         self._stages: SegmentingStages | None = None
 
     def _new_lane(
-        self, source: Source, pending: list[PendingChange], own: list[Sink], places: PlaceStage | None = None
+        self,
+        source: Source,
+        pending: list[PendingChange],
+        own: list[Sink],
+        places: PlaceStage | None = None,
+        tracker: Tracker | None = None,
     ) -> Lane:
-        tracker = self._tracker_for(self._tracker)
+        tracker = tracker if tracker is not None else self._tracker_for(self._tracker)
         return Lane(source, tracker, self._shared + own, pending, self.text_scorer, own, self.latency, places)
 
     @property
@@ -160,6 +165,7 @@ class Pipeline:
         sinks: Sequence[SinkLike] = (),
         prompts: Sequence[Prompt] = (),
         places: PlaceStage | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         """A source joins: before the run, or while it runs when `keep_running`; safe from any thread.
 
@@ -169,6 +175,8 @@ class Pipeline:
             prompts: Prompts for it (their `source_id` None or its id); one that selects nothing is a
                 prompt_failed event.
             places: Its zones and lines (pipeline/places.py), or None.
+            tracker: Its own tracker (a stream moved from another worker keeps its targets' ids);
+                None: one from the pipeline's tracker factory.
 
         Raises:
             StreamConflictError: The id is taken, the run is stopping, or it is a run (not `keep_running`)
@@ -190,7 +198,7 @@ class Pipeline:
                     f"a stream {source.source_id!r} is already running: remove it or choose another id"
                 )
             pending = [PendingChange(p.frame, p, strict=not self.keep_running) for p in prompts if not p.is_empty]
-            lane = self._new_lane(source, pending, own, places)
+            lane = self._new_lane(source, pending, own, places, tracker)
             before = self._lanes
             self._lanes = {**before, source.source_id: lane}  # before its reader starts: its items find it
             if self._stages is not None:

@@ -16,13 +16,13 @@ from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
-import torch
 from pydantic import Field, field_validator
 
 from ..core import Frame, Instances
 from ..errors import ConfigError, ModelError
 from ..settings import Fraction01, Settings
 from .engines import Engine, OnnxEngine, TorchEngine
+from .lazy_torch import inference_mode, torch
 from .masks import Letterbox, ProtoMasks
 
 log = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ class UltralyticsSegmenter:
             x = x.contiguous()
         return _Prepared(rows, x, [lb for _, lb in boxed])
 
-    @torch.inference_mode()
+    @inference_mode
     def infer(self, prepared: list[_Prepared]) -> list[Instances]:
         """The network and NMS for prepared groups; results back in the frames' original order."""
         results: dict[int, Instances] = {}

@@ -15,7 +15,7 @@ frame, and the targets while lost.
 
 events.jsonl (EventLogSink): one JSON object per SourceEvent, in stream order.
 
-    {"source": str, "event": "connected"|"lost"|..., "time": ISO 8601 UTC, "next_frame": int,
+    {"source": str, "event": "connected"|"lost"|...|"moved", "time": ISO 8601 UTC, "next_frame": int,
      "attempt": int, "message": str, "width": int|null, "height": int|null, "fps": float|null,
      "outage_s": float|null, "added": [int], "dropped": [int]}
 
@@ -63,19 +63,19 @@ def _listed(track: Track) -> bool:
     return track.state is TrackState.TRACKED or (track.is_target and track.state is TrackState.LOST)
 
 
-class JsonlSink:
-    """Writes tracks.jsonl (see the module docstring): one line per frame result it is given.
+class TrackRecords:
+    """Turns frame results into tracks.jsonl records (see the module docstring).
+
+    Apart from the file, so a cluster worker can send a frame's record home to the driver, which
+    writes it (cluster/).
 
     Args:
-        path: The file to write; it is created with the first line.
-        masks: Whose masks are written: "target" (the targets found), "all" (every tracked
+        masks: Whose masks a record holds: "target" (the targets found), "all" (every tracked
             instance too), or "none".
     """
 
-    def __init__(self, path: str | Path, masks: MaskPolicy = "target") -> None:
-        self.path = Path(path)
+    def __init__(self, masks: MaskPolicy = "target") -> None:
         self.masks = masks
-        self._lines = _JsonLines(self.path)
 
     def record(self, result: FrameResult) -> dict:
         """The JSON object of one frame's line.
@@ -129,6 +129,26 @@ class JsonlSink:
             entry["mask"] = encode_rle(mask)
         return entry
 
+
+class JsonlSink:
+    """Writes tracks.jsonl (see the module docstring): one line per frame result it is given.
+
+    Args:
+        path: The file to write; it is created with the first line.
+        masks: Whose masks are written: "target" (the targets found), "all" (every tracked
+            instance too), or "none".
+    """
+
+    def __init__(self, path: str | Path, masks: MaskPolicy = "target") -> None:
+        self.path = Path(path)
+        self.masks = masks
+        self._records = TrackRecords(masks)
+        self._lines = JsonLines(self.path)
+
+    def record(self, result: FrameResult) -> dict:
+        """The JSON object of one frame's line (TrackRecords.record)."""
+        return self._records.record(result)
+
     @property
     def lines(self) -> int:
         """How many whole lines tracks.jsonl holds."""
@@ -152,7 +172,7 @@ class JsonlSink:
         self._lines.close()
 
 
-class _JsonLines:
+class JsonLines:
     """A JSON-lines file, opened on the first line; each line is written whole or not at all (LineFile).
 
     Opened late, a run that fails to start leaves nothing; written through at once, a crash or
@@ -169,10 +189,12 @@ class _JsonLines:
         return self._file.lines
 
     def write(self, record: dict) -> None:
+        """Append one record as a line, whole or not at all."""
         # ensure_ascii (json's default): no newline or multi-byte character can appear inside a line
         self._file.append(json.dumps(record, separators=(",", ":")) + "\n")
 
     def close(self) -> None:
+        """Sync and close the file."""
         self._file.close()
 
 
@@ -233,7 +255,7 @@ class EventLogSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._lines = _JsonLines(self.path)
+        self._lines = JsonLines(self.path)
 
     @staticmethod
     def record(event: SourceEvent) -> dict:

@@ -28,6 +28,11 @@ def mot_line(frame_index: int, track: Track) -> str:
     )
 
 
+def mot_lines(result: FrameResult) -> list[str]:
+    """The MOTChallenge lines of one frame: one per track matched on it (lost tracks are left out)."""
+    return [mot_line(result.frame.index, t) for t in result.tracks if t.state is TrackState.TRACKED]
+
+
 class MotSink:
     """Writes `path` (opened on the first frame, so a run that fails to start leaves nothing)."""
 
@@ -37,8 +42,8 @@ class MotSink:
         self._source_id: str | None = None
 
     def lines(self, result: FrameResult) -> list[str]:
-        """The MOTChallenge lines of one frame: one per track matched on it (lost tracks are left out)."""
-        return [mot_line(result.frame.index, t) for t in result.tracks if t.state is TrackState.TRACKED]
+        """The MOTChallenge lines of one frame (`mot_lines`)."""
+        return mot_lines(result)
 
     def write(self, result: FrameResult) -> None:
         """Append one frame's lines, all of them (or none, when the write fails), straight to the file.

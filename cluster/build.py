@@ -1,0 +1,133 @@
+"""Turn a Config into a ClusterPipeline: check what can be checked here, join Ray, start the workers.
+
+A reused folder, a wrong source or a prompt past a file's end fail in a moment on the driver,
+before any worker loads the model; Ray missing, an address that does not answer or a cluster too
+small for the workers fail in one line too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from ..assemble import claim_output_dir, open_sources, prepare_output_dir, prompts_from, source_specs
+from ..config import Config
+from ..errors import ClusterError, ConfigError, PromptError
+from ..pipeline.summary import SourceSummary
+from ..zones.settings import check_places
+from .connect import Connection, check_room, connect, import_ray
+from .driver import ClusterPipeline, StreamPlace, WorkerHandle
+from .home import HomeFiles
+from .worker import SegmenterFactory, StreamSpec, StreamWorker
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 300.0
+"""How long the workers may take to start and load the model (a cold node pulls in torch and the weights)."""
+MAX_CONCURRENCY = 8
+"""Calls a worker serves at once: the driver's drain beside prompts and stream changes."""
+
+
+def build_cluster_pipeline(config: Config, make_segmenter: SegmenterFactory | None = None) -> ClusterPipeline:
+    """A ready ClusterPipeline for `config` (its `cluster` section says where and how many workers).
+
+    Args:
+        config: The run's configuration.
+        make_segmenter: Makes each worker's segmenter from `config.model` (picklable); None: the real model.
+
+    Returns:
+        The pipeline, its workers started and their model loaded.
+
+    Raises:
+        ClusterError: Ray missing, the cluster unreachable or too small, a worker that cannot start.
+        ConfigError, SourceError, OutputError, PromptError: As a run in one process.
+    """
+    import_ray()  # before anything else: without the extra, nothing is touched
+    if config.output.segment_minutes is not None:
+        raise ConfigError("output.segment_minutes (rotating outputs) is not available with --ray yet: leave it unset")
+    specs = source_specs(config)
+    check_places(config.zones, config.lines, [source_id for _, source_id in specs])
+    out = Path(config.output.dir)
+    claim_output_dir(out, config.output.overwrite)
+    streams = _checked_streams(config, specs, several=len(specs) > 1, out=out)
+    connection = connect(config.cluster)
+    try:
+        check_room(connection.ray, config.cluster)
+        workers = start_workers(connection, config, make_segmenter)
+    except BaseException:
+        connection.close()
+        raise
+    return ClusterPipeline(config, connection, workers, streams)
+
+
+def _checked_streams(config: Config, specs: list[tuple[str, str]], several: bool, out: Path) -> list[StreamPlace]:
+    """Each stream's place, its source opened once here (and closed) so a wrong one fails now."""
+    prompts = prompts_from(config)
+    opened = open_sources(config)  # checks the prompts' sources too
+    try:
+        streams = []
+        for (path, source_id), source in zip(specs, opened, strict=True):
+            own = [p for p in prompts if p.source_id in (None, source_id)]
+            total = source.frame_count
+            for p in own:
+                if total is not None and p.frame >= total:
+                    raise PromptError(
+                        f"prompt frame {p.frame} is past the end of {source_id} "
+                        f"(its container announces {total} frames)"
+                    )
+            folder = prepare_output_dir(out / source_id if several else out)
+            spec = StreamSpec(path, source_id, str(folder), prompts=tuple(own))
+            summary = SourceSummary(source_id, is_live=source.is_live)
+            streams.append(StreamPlace(spec, HomeFiles(folder, config.output.mot), summary, list(own)))
+        return streams
+    finally:
+        for source in opened:
+            source.close()
+
+
+def start_workers(
+    connection: Connection, config: Config, make_segmenter: SegmenterFactory | None
+) -> list[WorkerHandle]:
+    """Start `cluster.workers` actors and wait until each has loaded the model.
+
+    Raises:
+        ClusterError: A worker failed to start (its reason in one line), or they were not all up in time.
+    """
+    ray, settings = connection.ray, config.cluster
+    actor_class = ray.remote(StreamWorker).options(
+        num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker, max_concurrency=MAX_CONCURRENCY
+    )
+    names = [f"worker-{n}" for n in range(settings.workers)]
+    workers = [WorkerHandle(name, actor_class.remote(config, name, make_segmenter)) for name in names]
+    try:
+        calls = [w.actor.ready.remote() for w in workers]
+        done, waiting = ray.wait(calls, num_returns=len(calls), timeout=READY_TIMEOUT_S)
+        if waiting:
+            raise ClusterError(
+                f"{len(waiting)} of {len(calls)} workers did not start within {READY_TIMEOUT_S:g} s "
+                "(placing them, or loading the model on their nodes)"
+            )
+        for worker, call in zip(workers, calls, strict=True):
+            try:
+                ray.get(call)
+            except ray.exceptions.RayError as exc:
+                raise ClusterError(f"{worker.name} could not start: {remote_reason(exc)}") from None
+    except BaseException:
+        for worker in workers:
+            ray.kill(worker.actor)
+        raise
+    log.info("%d workers ready", len(workers))
+    return workers
+
+
+_REASON = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception)): (.+)$", re.MULTILINE)
+
+
+def remote_reason(exc: BaseException) -> str:
+    """The last `SomeError: message` line of a remote failure's text (Ray sends the worker's traceback)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, Exception) and not isinstance(cause, type(exc)):
+        return f"{type(cause).__name__}: {cause}".splitlines()[0]
+    found = _REASON.findall(str(exc))
+    return f"{found[-1][0]}: {found[-1][1]}" if found else str(exc).splitlines()[0]
