@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -293,6 +294,16 @@ def unique_id(base: str, taken: Sequence[str]) -> str:
     return source_id
 
 
+@dataclass(frozen=True)
+class StreamRequest:
+    """A service's request for a new stream, checked (StreamFactory.request)."""
+
+    path: str
+    source_id: str
+    prompts: list[Prompt]
+    folder: Path
+
+
 class StreamFactory:
     """Opens the streams a running service adds (`POST /api/streams`) with the config's settings.
 
@@ -306,8 +317,13 @@ class StreamFactory:
     def __init__(self, config: Config) -> None:
         self.config = config
 
-    def __call__(self, path: str, stream_id: str | None, prompt: dict | None, taken: Sequence[str]) -> OpenedStream:
-        """Open the source and its outputs (see service.core.StreamOpener)."""
+    def request(self, path: str, stream_id: str | None, prompt: dict | None, taken: Sequence[str]) -> StreamRequest:
+        """A request checked: its id chosen, its prompt read, its folder free.
+
+        Raises:
+            ConfigError, PromptError: A bad path, id or prompt.
+            StreamConflictError: Its folder holds an earlier stream's outputs.
+        """
         try:
             entry = SourceEntry(path=path, id=stream_id)
         except ValidationError as exc:
@@ -330,25 +346,40 @@ class StreamFactory:
                 f"{folder} holds the outputs of an earlier stream {source_id!r}: choose another id "
                 "(or serve with output.overwrite, or output.segment_minutes, whose names never clash)"
             )
+        return StreamRequest(entry.path, source_id, prompts, folder)
+
+    def open(self, request: StreamRequest) -> Source:
+        """Open a request's source with the config's settings.
+
+        Raises:
+            SourceError: Nothing to open there.
+        """
         s = self.config.source
-        source = open_source(
-            entry.path,
-            source_id=source_id,
+        return open_source(
+            request.path,
+            source_id=request.source_id,
             folder_fps=s.fps,
             stream=stream_settings(self.config),
             camera_size=s.camera_size,
             camera_fps=s.camera_fps,
             skip_bad_images=s.skip_bad_images,
         )
+
+    def __call__(self, path: str, stream_id: str | None, prompt: dict | None, taken: Sequence[str]) -> OpenedStream:
+        """Open the source and its outputs (see service.core.StreamOpener)."""
+        request = self.request(path, stream_id, prompt, taken)
+        source = self.open(request)
         try:
-            if o.segment_minutes is None:  # only once the source opened: a mistyped path deletes nothing
-                claim_output_dir(folder, o.overwrite)
+            if (
+                self.config.output.segment_minutes is None
+            ):  # only once the source opened: a mistyped path deletes nothing
+                claim_output_dir(request.folder, self.config.output.overwrite)
             sinks = default_sinks(self.config, source, several=True, serving=True)
-            places = place_stage(self.config, source, folder)
+            places = place_stage(self.config, source, request.folder)
         except BaseException:
             source.close()
             raise
-        return OpenedStream(source, sinks, prompts, places)
+        return OpenedStream(source, sinks, request.prompts, places)
 
 
 def build_pipeline(

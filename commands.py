@@ -387,12 +387,18 @@ def serve(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides, tracker=args.tracker)
     s = config.serve
     check_bind(s.host, s.token)
+    cluster = config.cluster.address is not None
+    if cluster:
+        from .cluster.build import ClusterStreamFactory, build_cluster_pipeline
+        from .cluster.connect import import_ray
+
+        import_ray()  # without the [ray] extra: one line, before the port is taken
     # A reused folder or a wrong source fails now, before the port is taken and the model loads.
     if config.output.segment_minutes is None:
         claim_output_dir(Path(config.output.dir), config.output.overwrite)
-    sources = open_sources(config, allow_none=True)
+    sources = [] if cluster else open_sources(config, allow_none=True)  # a cluster's are checked by its build
     hub = FrameHub()
-    service = Service(s, hub, StreamFactory(config))
+    service = Service(s, hub, ClusterStreamFactory(config) if cluster else StreamFactory(config))
     try:
         server = HttpServer(make_app(service), s.host, s.port, s.read_timeout_s)
     except OSError as exc:
@@ -404,7 +410,10 @@ def serve(args: argparse.Namespace) -> int:
     )
     try:
         try:
-            pipeline = build_pipeline(config, source=sources, shared_sinks=[hub], serving=True)
+            if cluster:
+                pipeline = build_cluster_pipeline(config, serving=True, hub=hub)
+            else:
+                pipeline = build_pipeline(config, source=sources, shared_sinks=[hub], serving=True)
         except BaseException:
             for source in sources:
                 source.close()

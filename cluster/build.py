@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..assemble import claim_output_dir, open_sources, prepare_output_dir, prompts_from, source_specs
+from ..assemble import (
+    StreamFactory,
+    claim_output_dir,
+    open_sources,
+    prepare_output_dir,
+    prompts_from,
+    source_specs,
+)
 from ..config import Config
 from ..errors import ClusterError, ConfigError, PromptError
 from ..pipeline.summary import SourceSummary
+from ..service.core import OpenedStream
+from ..service.frames import FrameHub
 from ..zones.settings import check_places
 from .connect import Connection, check_room, connect, import_ray
 from .driver import ClusterPipeline, StreamPlace, WorkerHandle
 from .home import HomeFiles
-from .worker import SegmenterFactory, StreamSpec, StreamWorker
+from .worker import RemoteStream, SegmenterFactory, StreamSpec, StreamWorker
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +39,20 @@ MAX_CONCURRENCY = 8
 """Calls a worker serves at once: the driver's drain beside prompts and stream changes."""
 
 
-def build_cluster_pipeline(config: Config, make_segmenter: SegmenterFactory | None = None) -> ClusterPipeline:
+def build_cluster_pipeline(
+    config: Config,
+    make_segmenter: SegmenterFactory | None = None,
+    serving: bool = False,
+    hub: FrameHub | None = None,
+) -> ClusterPipeline:
     """A ready ClusterPipeline for `config` (its `cluster` section says where and how many workers).
 
     Args:
         config: The run's configuration.
         make_segmenter: Makes each worker's segmenter from `config.model` (picklable); None: the real model.
+        serving: A service's run: it runs until stopped, with no source or with streams joining and
+            leaving, each in its own folder.
+        hub: The service's frame hub, fed with the watched streams' frames.
 
     Returns:
         The pipeline, its workers started and their model loaded.
@@ -46,11 +64,11 @@ def build_cluster_pipeline(config: Config, make_segmenter: SegmenterFactory | No
     import_ray()  # before anything else: without the extra, nothing is touched
     if config.output.segment_minutes is not None:
         raise ConfigError("output.segment_minutes (rotating outputs) is not available with --ray yet: leave it unset")
-    specs = source_specs(config)
-    check_places(config.zones, config.lines, [source_id for _, source_id in specs])
+    specs = source_specs(config, allow_none=serving)
+    check_places(config.zones, config.lines, None if serving else [source_id for _, source_id in specs])
     out = Path(config.output.dir)
     claim_output_dir(out, config.output.overwrite)
-    streams = _checked_streams(config, specs, several=len(specs) > 1, out=out)
+    streams = _checked_streams(config, specs, several=serving or len(specs) > 1, out=out, serving=serving)
     connection = connect(config.cluster)
     try:
         check_room(connection.ray, config.cluster)
@@ -58,13 +76,15 @@ def build_cluster_pipeline(config: Config, make_segmenter: SegmenterFactory | No
     except BaseException:
         connection.close()
         raise
-    return ClusterPipeline(config, connection, workers, streams)
+    return ClusterPipeline(config, connection, workers, streams, keep_running=serving, hub=hub)
 
 
-def _checked_streams(config: Config, specs: list[tuple[str, str]], several: bool, out: Path) -> list[StreamPlace]:
+def _checked_streams(
+    config: Config, specs: list[tuple[str, str]], several: bool, out: Path, serving: bool
+) -> list[StreamPlace]:
     """Each stream's place, its source opened once here (and closed) so a wrong one fails now."""
     prompts = prompts_from(config)
-    opened = open_sources(config)  # checks the prompts' sources too
+    opened = open_sources(config, allow_none=serving)  # checks the prompts' sources too
     try:
         streams = []
         for (path, source_id), source in zip(specs, opened, strict=True):
@@ -84,6 +104,30 @@ def _checked_streams(config: Config, specs: list[tuple[str, str]], several: bool
     finally:
         for source in opened:
             source.close()
+
+
+class ClusterStreamFactory(StreamFactory):
+    """Checks the streams a service on a cluster adds (`POST /api/streams`); its worker opens it.
+
+    The source is opened here once, so a wrong path or an unreachable camera is the request's
+    error at once, then closed; its folder is claimed as in one process.
+
+    Args:
+        config: The service's configuration.
+    """
+
+    def __call__(self, path: str, stream_id: str | None, prompt: dict | None, taken: Sequence[str]) -> OpenedStream:
+        """A RemoteStream for ClusterPipeline.add_source (see service.core.StreamOpener)."""
+        request = self.request(path, stream_id, prompt, taken)
+        source = self.open(request)
+        try:
+            claim_output_dir(request.folder, self.config.output.overwrite)
+            folder = prepare_output_dir(request.folder)
+            is_live = source.is_live
+        finally:
+            source.close()
+        spec = StreamSpec(request.path, request.source_id, str(folder))
+        return OpenedStream(RemoteStream(spec, is_live), [], request.prompts, None)
 
 
 def start_workers(

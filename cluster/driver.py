@@ -13,30 +13,36 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ..config import Config
 from ..core import Box, EventKind, Prompt, SourceEvent
-from ..errors import ClusterError, FastSAMStreamError, PromptError, UnknownStreamError
+from ..errors import ClusterError, FastSAMStreamError, PromptError, StreamConflictError, UnknownStreamError
 from ..pipeline.status import (
     BATCH_SIZE_BUCKETS,
     LATENCY_BUCKETS_S,
     Histogram,
     HistogramSnapshot,
+    OutputCounts,
     PipelineMetrics,
     StreamState,
     StreamStatus,
+    WorkerStatus,
 )
 from ..pipeline.summary import RunSummary, SourceSummary
+from ..service.frames import FrameHub, event_json
+from ..service.metrics import GpuMemory
 from ..sinks.jsonl import EventLogSink
 from .connect import Connection
 from .home import HomeFiles
 from .records import EventRecord, FrameRecord, StreamClosed
-from .worker import StreamSpec, WorkerReport
+from .worker import RemoteStream, StreamSpec, WorkerReport
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +86,8 @@ class StreamPlace:
     dropped_before: int = 0  # drops counted on earlier workers
     closed: bool = False
     error: str | None = None
+    removing: bool = False  # asked to leave: its worker's death ends it instead of moving it
+    done: threading.Event = field(default_factory=threading.Event)  # set once closed, its files final
 
 
 def least_loaded(workers: Iterable[WorkerHandle]) -> WorkerHandle | None:
@@ -101,15 +109,28 @@ class ClusterPipeline:
         connection: Ray, connected.
         workers: The started workers.
         streams: Every stream, in order.
+        keep_running: A service's run: it goes on with no stream, streams join (`add_source`) and
+            leave (`remove_source`), until `stop()`.
+        hub: The viewer's frame hub (service/frames.py): watched streams' frames come home for it.
     """
 
     def __init__(
-        self, config: Config, connection: Connection, workers: list[WorkerHandle], streams: list[StreamPlace]
+        self,
+        config: Config,
+        connection: Connection,
+        workers: list[WorkerHandle],
+        streams: list[StreamPlace],
+        keep_running: bool = False,
+        hub: FrameHub | None = None,
     ) -> None:
         self.config = config
         self.connection = connection
         self.ray: ModuleType = connection.ray
         self.workers = workers
+        self.keep_running = keep_running
+        self.hub = hub
+        # Serialises the loop's bookkeeping with joins, leaves and deaths; `places` is replaced whole (read freely).
+        self._lock = threading.RLock()
         self.places = {p.spec.source_id: p for p in streams}
         self.summary = RunSummary({i: p.summary for i, p in self.places.items()})
         self.latency = Histogram(LATENCY_BUCKETS_S)
@@ -194,17 +215,16 @@ class ClusterPipeline:
             raise
         finally:
             self._finish(failure)
-        failed = [p for p in self.places.values() if p.error is not None]
+        # A service's failed streams were logged as they ended; a run raises the first failure.
+        failed = [] if self.keep_running else [p for p in self.places.values() if p.error is not None]
         if failed:  # after every other stream has finished and every file is final
             self.summary.error_source = failed[0].spec.source_id
             raise ClusterError(f"{failed[0].spec.source_id}: {failed[0].error}")
 
     def _over(self) -> bool:
-        if all(p.closed for p in self.places.values()):
-            return True
         if self._stopping:  # every worker done (or gone)
             return all(w.finished or not w.alive for w in self.workers)
-        return False
+        return not self.keep_running and all(p.closed for p in self.places.values())
 
     def _round(self) -> Iterator[FrameRecord]:
         """Wait for one worker's report (or a second), and take in what came."""
@@ -212,7 +232,7 @@ class ClusterPipeline:
         for worker in self.workers:
             if worker.alive and not worker.finished:
                 if worker.pending is None:
-                    worker.pending = worker.actor.drain.remote(DRAIN_WAIT_S)
+                    worker.pending = worker.actor.drain.remote(DRAIN_WAIT_S, self._watched(worker))
                 calls[worker.pending] = worker
         if not calls:
             raise ClusterError(self._all_lost())
@@ -223,27 +243,44 @@ class ClusterPipeline:
             try:
                 report = self.ray.get(ref)
             except self.ray.exceptions.RayActorError as exc:
-                self._lost(worker, exc)
+                with self._lock:
+                    self._lost(worker, exc)
                 continue
             worker.report = report
-            yield from self._take(worker, report)
-            if report.finished:
-                worker.finished = True
-                self._close_left_on(worker, report.error or "its pipeline stopped")
+            with self._lock:
+                written = self._take(worker, report)
+                if report.finished:
+                    worker.finished = True
+                    self._close_left_on(worker, report.error or "its pipeline stopped")
+            if self.hub is not None:
+                for preview in report.previews:
+                    self.hub.write_preview(preview)
+            yield from written
 
-    def _take(self, worker: WorkerHandle, report: WorkerReport) -> Iterator[FrameRecord]:
+    def _watched(self, worker: WorkerHandle) -> list[str]:
+        """The worker's streams someone watches in the viewer."""
+        if self.hub is None:
+            return []
+        return [source_id for source_id in list(worker.streams) if self.hub.wanted(source_id)]
+
+    def _take(self, worker: WorkerHandle, report: WorkerReport) -> list[FrameRecord]:
+        """Write what a report brought (with `_lock` held); returns its frame records, to hand on."""
+        written = []
         for message in report.messages:
             place = self.places.get(message.source_id)
             if place is None or place.closed:
                 continue
             if isinstance(message, FrameRecord):
                 self._written(place, message)
-                yield message
+                written.append(message)
             elif isinstance(message, EventRecord):
                 place.files.event(message.record)
+                if self.hub is not None:
+                    self.hub.on_update(message.source_id, message.update)
             elif isinstance(message, StreamClosed):
                 self._closed(place, message.summary)
                 worker.streams.discard(place.spec.source_id)
+        return written
 
     def _written(self, place: StreamPlace, record: FrameRecord) -> None:
         place.files.frame(record)
@@ -265,12 +302,21 @@ class ClusterPipeline:
         summary.gave_up = worker_summary.gave_up
         if worker_summary.error is not None:
             place.error = summary.error = worker_summary.error
-        place.files.close()
+        if place.error is not None and self.keep_running:
+            log.warning("%s ended: %s", place.spec.source_id, place.error)
+        try:
+            place.files.close()
+        finally:
+            place.done.set()
 
     # -- moving streams ----------------------------------------------------------------------
 
-    def _place(self, place: StreamPlace, worker: WorkerHandle | None) -> None:
-        """Hand a stream to a worker (the next least loaded when one turns out dead)."""
+    def _place(self, place: StreamPlace, worker: WorkerHandle | None, raising: bool = False) -> None:
+        """Hand a stream to a worker (the next least loaded when one turns out dead).
+
+        A source the worker cannot open ends the stream with that error, or (`raising`: a service's
+        request) is raised to the caller.
+        """
         while worker is not None:
             try:
                 self._get(worker.actor.add_stream.remote(place.spec))
@@ -278,10 +324,11 @@ class ClusterPipeline:
                 self._lost(worker, exc)
                 worker = least_loaded(self.workers)
                 continue
-            except FastSAMStreamError as exc:  # its source cannot be opened there
+            except FastSAMStreamError as exc:
+                if raising:
+                    raise
                 place.error = place.summary.error = str(exc)
-                place.closed = True
-                place.files.close()
+                self._closed(place, SourceSummary(place.spec.source_id))
                 return
             place.worker = worker
             worker.streams.add(place.spec.source_id)
@@ -296,7 +343,7 @@ class ClusterPipeline:
         worker.streams.clear()
         log.warning("%s lost (%s), with streams %s", worker.name, reason, [p.spec.source_id for p in orphans])
         for place in orphans:
-            if self._stopping:  # nothing more is coming: its files end at their last line
+            if self._stopping or place.removing:  # nothing more is coming: its files end at their last line
                 self._closed(place, SourceSummary(place.spec.source_id))
             else:
                 self._move(place, worker, reason)
@@ -321,10 +368,91 @@ class ClusterPipeline:
         )
         event = SourceEvent(place.spec.source_id, EventKind.MOVED, start, time.time(), message=message)
         place.files.event(EventLogSink.record(event))
+        if self.hub is not None:
+            self.hub.on_update(place.spec.source_id, event_json(event))
         log.warning("%s", event.describe())
         self._place(place, target)
         if self.on_moved is not None and place.worker is not None:
             self.on_moved(place.spec.source_id, dead.name, place.worker.name)
+
+    # -- a service's streams joining and leaving ----------------------------------------------
+
+    def add_source(
+        self, source: RemoteStream, sinks: Sequence[object] = (), prompts: Sequence[Prompt] = (), places: None = None
+    ) -> None:
+        """A stream joins a service's run, on the least loaded worker (which opens it); safe from any thread.
+
+        Args:
+            source: The stream, checked and its folder claimed (cluster/build.py ClusterStreamFactory).
+            sinks: Must be empty: a stream's outputs are made by the driver and its worker.
+            prompts: Its first prompts.
+            places: Must be None: zones and lines come from the config, on the worker.
+
+        Raises:
+            StreamConflictError: The id is taken, the run is stopping, or it is not a service's run.
+            SourceError: Its worker cannot open it.
+        """
+        if sinks or places is not None:
+            raise ValueError("a cluster stream's outputs and places are made on its worker, from the config")
+        source_id = source.source_id
+        with self._lock:
+            if not self.keep_running or self._stopping or self._stop_requested:
+                raise StreamConflictError("this run takes no new streams (it is not a service, or it is stopping)")
+            if source_id in self.places:
+                raise StreamConflictError(f"a stream {source_id!r} is already running: remove it or choose another id")
+            spec = dataclasses.replace(source.spec, prompts=tuple(prompts))
+            folder = Path(spec.folder)
+            place = StreamPlace(
+                spec,
+                HomeFiles(folder, self.config.output.mot),
+                SourceSummary(source_id, is_live=source.is_live),
+                [p for p in prompts if p.frame > 0],
+            )
+            self.places = {**self.places, source_id: place}
+            self.summary.sources[source_id] = place.summary
+            try:
+                self._place(place, least_loaded(self.workers), raising=True)
+            except BaseException:
+                self._forget(source_id)
+                raise
+
+    def remove_source(self, source_id: str, timeout_s: float | None = None) -> SourceSummary:
+        """A stream leaves: it stops on its worker, and every output is final before this returns.
+
+        Args:
+            source_id: The stream.
+            timeout_s: How long its outputs may take to be final (None: as long as it takes).
+
+        Returns:
+            Its summary.
+
+        Raises:
+            UnknownStreamError: No such stream.
+            TimeoutError: Its outputs were not final within `timeout_s` (it still leaves).
+        """
+        with self._lock:
+            place = self.places.get(source_id)
+            if place is None:
+                raise UnknownStreamError(f"no stream {source_id!r}: the streams are {', '.join(self.places) or 'none'}")
+            place.removing = True
+            worker = place.worker if not place.closed else None
+        if worker is not None and worker.alive:
+            try:
+                self._get(worker.actor.remove_stream.remote(source_id, timeout_s), timeout=timeout_s)
+            except self.ray.exceptions.RayActorError:
+                pass  # the loop finds it dead and ends the stream where its files are
+        if not place.done.wait(timeout_s):
+            raise TimeoutError(f"{source_id}: its outputs were not final within {timeout_s:g} s")
+        with self._lock:
+            self._forget(source_id)
+        return place.summary
+
+    def _forget(self, source_id: str) -> None:
+        """Take a stream out of the run's lists (with `_lock` held); a later stream may take its id."""
+        self.places = {i: p for i, p in self.places.items() if i != source_id}
+        self.summary.sources.pop(source_id, None)
+        if self.hub is not None:
+            self.hub.forget(source_id)
 
     def _close_left_on(self, worker: WorkerHandle, why: str) -> None:
         """A finished worker's streams whose end never came home: their files end where they are."""
@@ -445,12 +573,35 @@ class ClusterPipeline:
             for queue, depth in report.metrics.queue_depth.items():
                 depths[queue] = depths.get(queue, 0) + depth
         batch = [r.metrics.batch_size for r in reports]
+        outputs: dict[str, OutputCounts] = {}  # each worker has its own alert outputs: summed by name
+        for report in reports:
+            for counts in report.metrics.outputs:
+                seen = outputs.get(counts.output)
+                outputs[counts.output] = counts if seen is None else merged_counts(seen, counts)
         return PipelineMetrics(
             streams=tuple(self.streams()),
             latency=self.latency.snapshot(),
             batch_size=merged(batch) if batch else Histogram(BATCH_SIZE_BUCKETS).snapshot(),
             queue_depth=depths or {"intake": 0, "prepared": 0, "results": 0},
+            outputs=tuple(outputs.values()),
+            workers=tuple(
+                WorkerStatus(w.name, w.alive, len(w.streams), round(w.fps, 3) if w.alive else 0.0) for w in self.workers
+            ),
         )
+
+    def gpu_memory(self) -> list[GpuMemory]:
+        """Each live worker's CUDA memory, its device named "worker-N/cuda:I" (for /metrics)."""
+        return [
+            dataclasses.replace(gpu, device=f"{w.name}/{gpu.device}")
+            for w in self.workers
+            if w.alive and w.report is not None
+            for gpu in w.report.gpus
+        ]
+
+
+def merged_counts(a: OutputCounts, b: OutputCounts) -> OutputCounts:
+    """Two workers' counts of the same alert output, added."""
+    return OutputCounts(a.output, a.sent + b.sent, a.dropped + b.dropped, a.failed + b.failed)
 
 
 def merged(snapshots: list[HistogramSnapshot]) -> HistogramSnapshot:

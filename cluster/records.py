@@ -12,11 +12,12 @@ import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..core import FrameResult, SourceEvent, TrackState, ZoneEvent
 from ..pipeline.summary import SourceSummary
+from ..service.frames import MAX_VIEWER_FPS, Preview, encode_jpeg, event_json, frame_json
 from ..sinks.jsonl import EventLogSink, TrackRecords
 from ..sinks.mot import mot_lines
 
@@ -50,10 +51,11 @@ class FrameRecord:
 
 @dataclass(frozen=True)
 class EventRecord:
-    """One event's events.jsonl line (a source event, a target change, a zone or line event)."""
+    """One event: its events.jsonl line, and its form for the viewer (service/frames.py `event_json`)."""
 
     source_id: str
     record: dict
+    update: dict
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,59 @@ class HomeSink:
     def on_event(self, event: SourceEvent | ZoneEvent) -> None:
         """Send one event's line home."""
         record = EventLogSink.record(event) if isinstance(event, SourceEvent) else event.to_json()
-        self.outbox.put(EventRecord(event.source_id, record))
+        self.outbox.put(EventRecord(event.source_id, record, event_json(event)))
 
     def close(self) -> None:
         """The stream's outputs here are final: say so, with its summary (a copy: the lane may go on counting)."""
         summary = self.summary_of()
         copy = dataclasses.replace(summary) if summary is not None else SourceSummary(self.source_id)
         self.outbox.put(StreamClosed(self.source_id, copy))
+
+
+class PreviewTap:
+    """A worker's sink keeping each stream's newest result, drawn and encoded only while someone watches.
+
+    The driver names the watched streams in each `drain`; a stream's preview goes home at most
+    `max_fps` times a second, and only when a newer frame came.
+
+    Args:
+        max_fps: At most this many previews a second per stream.
+    """
+
+    def __init__(self, max_fps: float = MAX_VIEWER_FPS) -> None:
+        self.min_interval_s = 1.0 / max_fps
+        self._latest: dict[str, FrameResult] = {}
+        self._sent: dict[str, tuple[int, float]] = {}  # stream → (frame index, monotonic time) last sent
+        self._lock = threading.Lock()
+
+    def write(self, result: FrameResult) -> None:
+        """Keep a reference to the newest result of its stream (nothing drawn here)."""
+        with self._lock:
+            self._latest[result.frame.source_id] = result
+
+    def previews(self, watched: Iterable[str], running: Iterable[str]) -> list[Preview]:
+        """The watched streams' newer frames, drawn and encoded now; streams not `running` are let go."""
+        now = time.monotonic()
+        with self._lock:
+            keep = set(running)
+            for gone in [i for i in self._latest if i not in keep]:
+                del self._latest[gone]
+                self._sent.pop(gone, None)
+            due = []
+            for source_id in watched:
+                result = self._latest.get(source_id)
+                index, at = self._sent.get(source_id, (-1, -1e9))
+                if result is not None and result.frame.index != index and now - at >= self.min_interval_s:
+                    due.append(result)
+                    self._sent[source_id] = (result.frame.index, now)
+        previews = []
+        for result in due:
+            jpeg = encode_jpeg(result)
+            if jpeg is not None:
+                previews.append(Preview(result.frame.source_id, result.frame.index, jpeg, frame_json(result)))
+        return previews
+
+    def close(self) -> None:
+        """Let every result go."""
+        with self._lock:
+            self._latest.clear()

@@ -22,11 +22,13 @@ from ..pipeline import BatchSettings, Pipeline
 from ..pipeline.segmenter import SegmenterSettings, quiet_ultralytics
 from ..pipeline.status import PipelineMetrics, StreamStatus
 from ..pipeline.summary import SourceSummary
+from ..service.frames import Preview
+from ..service.metrics import GpuMemory
 from ..sinks import Sink, VideoSink
 from ..sinks.jsonl import TrackRecords
 from ..sources import open_source
 from ..trackers import make_tracker
-from .records import HomeMessage, HomeSink, Outbox
+from .records import HomeMessage, HomeSink, Outbox, PreviewTap
 from .resume import RenumberedTracker, ResumedSource
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,27 @@ class StreamSpec:
 
 
 @dataclass(frozen=True)
+class RemoteStream:
+    """A stream a worker will open, as a service hands it to `ClusterPipeline.add_source` (no source here).
+
+    Attributes:
+        spec: Where it comes from and where it writes.
+        is_live: Whether the check on the driver found a live source.
+    """
+
+    spec: StreamSpec
+    is_live: bool
+
+    @property
+    def source_id(self) -> str:
+        """Its id."""
+        return self.spec.source_id
+
+    def close(self) -> None:
+        """Nothing to close: the driver only checked it (the worker opens its own)."""
+
+
+@dataclass(frozen=True)
 class WorkerReport:
     """What one `drain` brings home.
 
@@ -70,6 +93,8 @@ class WorkerReport:
         metrics: The worker's pipeline metrics now.
         finished: Its pipeline has stopped and every message is in this report or an earlier one.
         error: Why the pipeline stopped with an error, if it did.
+        previews: The watched streams' newest frames, for the viewer.
+        gpus: The CUDA memory torch uses in the worker (none on CPU).
     """
 
     messages: tuple[HomeMessage, ...]
@@ -77,6 +102,8 @@ class WorkerReport:
     metrics: PipelineMetrics
     finished: bool
     error: str | None = None
+    previews: tuple[Preview, ...] = ()
+    gpus: tuple[GpuMemory, ...] = ()
 
 
 class StreamWorker:
@@ -100,12 +127,13 @@ class StreamWorker:
         else:
             segmenter = make_segmenter(config.model)
         self.alerts: list[Sink] = alert_outputs(config)  # each worker sends its own streams' alerts
+        self.previews = PreviewTap()
         self.pipeline = Pipeline(
             [],
             segmenter,
             text_scorer=load_text_scorer(config),
             tracker=tracker_factory(config),
-            sinks=self.alerts,
+            sinks=[*self.alerts, self.previews],
             batch=BatchSettings(**config.batch.model_dump(), buffer_size=config.source.buffer_size),
             drop_policy=config.source.drop_policy,
             keep_running=True,
@@ -197,13 +225,18 @@ class StreamWorker:
         """Pipeline.targets."""
         return self.pipeline.targets()
 
-    def drain(self, max_wait_s: float = 0.2) -> WorkerReport:
-        """Everything waiting to go home (waiting up to `max_wait_s` for something), with the streams' state."""
+    def drain(self, max_wait_s: float = 0.2, watched: Sequence[str] = ()) -> WorkerReport:
+        """Everything waiting to go home (waiting up to `max_wait_s` for something), with the streams' state.
+
+        Args:
+            max_wait_s: How long to wait for a first message.
+            watched: Streams someone watches in the viewer: their newest frames come drawn and encoded.
+        """
         finished = self.finished.is_set()  # before taking: a message put after this is in a later report
         messages = self.outbox.take(max_wait_s)
-        return WorkerReport(
-            tuple(messages), tuple(self.pipeline.streams()), self.pipeline.metrics(), finished, self.error
-        )
+        streams = tuple(self.pipeline.streams())
+        previews = self.previews.previews([i for i in watched], [s.id for s in streams]) if watched else []
+        return WorkerReport(tuple(messages), streams, self.pipeline.metrics(), finished, self.error, tuple(previews))
 
     def stop(self, timeout_s: float | None = None) -> bool:
         """Stop the pipeline after the frames in hand; every stream's outputs are final when it returns True."""

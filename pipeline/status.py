@@ -210,6 +210,23 @@ class CountedOutput(Protocol):
 
 
 @dataclass(frozen=True)
+class WorkerStatus:
+    """One worker of a cluster run (cluster/), as the driver last heard from it.
+
+    Attributes:
+        name: Its name, e.g. "worker-0".
+        alive: False once it died (its streams moved).
+        streams: How many streams it holds.
+        fps: Frames per second over its streams.
+    """
+
+    name: str
+    alive: bool
+    streams: int
+    fps: float
+
+
+@dataclass(frozen=True)
 class PipelineMetrics:
     """Everything `/metrics` exposes, read at one moment.
 
@@ -221,6 +238,7 @@ class PipelineMetrics:
             "prepared" (batches letterboxed, waiting for the network), "results" (segmented,
             waiting for the tracker and sinks).
         outputs: Each alert output's delivery counts.
+        workers: A cluster run's workers (none in one process).
     """
 
     streams: tuple[StreamStatus, ...]
@@ -228,3 +246,4 @@ class PipelineMetrics:
     batch_size: HistogramSnapshot
     queue_depth: dict[str, int]
     outputs: tuple[OutputCounts, ...] = ()
+    workers: tuple[WorkerStatus, ...] = ()

@@ -205,7 +205,7 @@ class _Routes:
     def __init__(self, service: Any, auth: Auth) -> None:
         self.service = service
         self.auth = auth
-        self.registry = metrics_registry(service.metrics)
+        self.registry = metrics_registry(service.metrics, service.gpu_memory)
 
     # --- pages, login, probes ---
 

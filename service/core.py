@@ -18,6 +18,7 @@ from ..pipeline.places import PlaceStage
 from ..pipeline.status import PipelineMetrics, StreamState, StreamStatus
 from ..sinks.base import Sink
 from ..sources.base import Source
+from .metrics import GpuMemory, torch_gpu_memory
 
 if TYPE_CHECKING:
     from ..config import ServeConfig
@@ -218,6 +219,13 @@ class Service:
     def metrics(self) -> PipelineMetrics | None:
         """What /metrics exposes; None while the model loads."""
         return None if self.pipeline is None else self.pipeline.metrics()
+
+    def gpu_memory(self) -> list[GpuMemory]:
+        """The GPUs' memory for /metrics: this process's (torch), or each worker's in a cluster run."""
+        from ..cluster.driver import ClusterPipeline  # Ray is never imported by it
+
+        pipeline = self.pipeline
+        return pipeline.gpu_memory() if isinstance(pipeline, ClusterPipeline) else torch_gpu_memory()
 
 
 def _close_quietly(closing: Sink | Source) -> None:

@@ -39,13 +39,32 @@ MAX_VIEWER_FPS = 30.0
 # events are rare, this only bounds a viewer that stopped reading.
 MAX_QUEUED_EVENTS = 256
 MJPEG_BOUNDARY = "frame"
+# A stream whose still frame was asked for counts as watched this long (see FrameHub.wanted).
+STILL_WANTED_S = 5.0
+
+
+@dataclass(frozen=True, eq=False)
+class Preview:
+    """A frame drawn and encoded elsewhere (a cluster worker, cluster/), with its overlay (`frame_json`).
+
+    Attributes:
+        source_id: Its stream.
+        index: Its frame index.
+        jpeg: The annotated frame as JPEG.
+        overlay: Its tracks as `updates` sends them.
+    """
+
+    source_id: str
+    index: int
+    jpeg: bytes
+    overlay: dict
 
 
 @dataclass(eq=False)
 class _Slot:
-    """One stream's newest frame, its version, and its JPEG once encoded."""
+    """One stream's newest frame (or preview), its version, and its JPEG once encoded."""
 
-    result: FrameResult
+    result: FrameResult | Preview
     version: int = 1
     jpeg: bytes | None = None
     jpeg_version: int = 0  # the version `jpeg` (or a failed encoding) belongs to
@@ -96,6 +115,7 @@ class FrameHub:
         self._subs: dict[str, set[_Subscription]] = {}
         self._closed = False
         self._gone: set[str] = set()  # forgotten (removed) streams: a viewer arriving late ends at once
+        self._asked: dict[str, float] = {}  # stream → when its still frame (latest_jpeg) was last asked for
 
     # ---- the pipeline's side (its thread): cheap, never blocks on a viewer ----
 
@@ -105,7 +125,17 @@ class FrameHub:
         Args:
             result: The frame's result; only a reference is kept (nothing is drawn or copied here).
         """
-        stream_id = result.frame.source_id
+        self._keep(result.frame.source_id, result)
+
+    def write_preview(self, preview: Preview) -> None:
+        """Keep a frame drawn and encoded elsewhere as its stream's newest (a cluster run's viewers).
+
+        Args:
+            preview: The frame, encoded, with its overlay.
+        """
+        self._keep(preview.source_id, preview)
+
+    def _keep(self, stream_id: str, result: FrameResult | Preview) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -124,16 +154,24 @@ class FrameHub:
         Args:
             event: What happened (its message never holds credentials: sources redact them).
         """
-        update = event_json(event)
+        self.on_update(event.source_id, event_json(event))
+
+    def on_update(self, stream_id: str, update: dict) -> None:
+        """Hand an event already in `event_json`'s form to the viewers of `updates` of its stream.
+
+        Args:
+            stream_id: Its stream.
+            update: The event as `event_json` makes it (a cluster worker made it).
+        """
         with self._lock:
             if self._closed:
                 return
-            slot = self._slots.get(event.source_id)
+            slot = self._slots.get(stream_id)
             version = slot.version if slot is not None else 0
-            for sub in self._subs.get(event.source_id, ()):
+            for sub in self._subs.get(stream_id, ()):
                 if sub.events is not None:
                     sub.events.append((version, update))
-            to_wake = self._due(event.source_id)
+            to_wake = self._due(stream_id)
         _wake(to_wake)
 
     def _due(self, stream_id: str) -> list[_Subscription]:
@@ -205,8 +243,23 @@ class FrameHub:
         Returns:
             The JPEG, or None when the stream has no frame (yet, or any more).
         """
+        with self._lock:
+            self._asked[stream_id] = time.monotonic()
         got = self._encode_latest(stream_id)
         return None if got is None else got[1]
+
+    def wanted(self, stream_id: str) -> bool:
+        """Someone watches the stream, or asked for its frame in the last STILL_WANTED_S seconds.
+
+        Where frames are drawn elsewhere (a cluster worker), only wanted ones are sent: a first
+        still of a stream may then be a moment away (404 until its first preview comes).
+
+        Args:
+            stream_id: The stream's id.
+        """
+        with self._lock:
+            asked = self._asked.get(stream_id, -math.inf)
+            return bool(self._subs.get(stream_id)) or time.monotonic() - asked < STILL_WANTED_S
 
     async def jpegs(self, stream_id: str) -> AsyncIterator[bytes]:
         """Each newer frame of the stream as JPEG, as soon as it is ready; frames missed meanwhile are skipped.
@@ -282,7 +335,7 @@ class FrameHub:
                     yield event
                 if result is not None and version > seen:
                     seen, sent_at = version, time.monotonic()
-                    yield frame_json(result)
+                    yield result.overlay if isinstance(result, Preview) else frame_json(result)
                 for _, event in (e for e in events if e[0] >= version):
                     yield event
         finally:
@@ -353,16 +406,31 @@ class FrameHub:
                     self.encoded += 1
             return version, None if slot.failed else slot.jpeg
 
-    def _encode(self, result: FrameResult) -> bytes | None:
+    def _encode(self, result: FrameResult | Preview) -> bytes | None:
         """The frame drawn (annotate) and encoded; None, with a warning, when that fails."""
-        try:
-            ok, buffer = cv2.imencode(".jpg", annotate(result), [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        except (cv2.error, ValueError, RuntimeError) as exc:
-            ok, buffer = False, exc
-        if not ok:
-            log.warning("cannot show frame %d of %s: %s", result.frame.index, result.frame.source_id, buffer)
-            return None
-        return buffer.tobytes()
+        if isinstance(result, Preview):  # drawn and encoded where it was made
+            return result.jpeg
+        return encode_jpeg(result, self.quality)
+
+
+def encode_jpeg(result: FrameResult, quality: int = JPEG_QUALITY) -> bytes | None:
+    """A frame drawn (annotate) and JPEG-encoded; None, with a warning, when that fails.
+
+    Args:
+        result: The frame's result.
+        quality: JPEG quality, 0-100.
+
+    Returns:
+        The JPEG, or None.
+    """
+    try:
+        ok, buffer = cv2.imencode(".jpg", annotate(result), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    except (cv2.error, ValueError, RuntimeError) as exc:
+        ok, buffer = False, exc
+    if not ok:
+        log.warning("cannot show frame %d of %s: %s", result.frame.index, result.frame.source_id, buffer)
+        return None
+    return buffer.tobytes()
 
 
 def frame_json(result: FrameResult) -> dict:

@@ -24,7 +24,11 @@ The families (every one prefixed `fastsam_stream_`):
     alerts_sent_total{output}, alerts_dropped_total{output}, alerts_failed_total{output}
                                     counter    each alert output's deliveries (alerts/)
     gpu_memory_allocated_bytes{device}, gpu_memory_reserved_bytes{device}
-                                    gauge      torch's CUDA memory, where torch uses a GPU
+                                    gauge      torch's CUDA memory, where torch uses a GPU (on a
+                                               cluster, each worker's: device "worker-0/cuda:0")
+    worker_up{worker}, worker_streams{worker}, worker_fps{worker}
+                                    gauge      a cluster run's workers (cluster/): alive, streams held,
+                                               frames per second
 
 Stream ids are labels: they are source ids (safe names, never a URL or its credentials).
 The process' own families (process_*, python_*) come with every scrape; while the model loads they
@@ -118,6 +122,7 @@ class PipelineCollector(Collector):
         yield from _stream_families(metrics)
         yield from _place_families(metrics)
         yield from _output_families(metrics)
+        yield from _worker_families(metrics)
         yield _histogram(PREFIX + "latency_seconds", "Capture-to-result latency of every frame", metrics.latency)
         yield _histogram(PREFIX + "batch_size", "Frames per batch through the network", metrics.batch_size)
         depth = GaugeMetricFamily(
@@ -194,6 +199,20 @@ def _output_families(metrics: PipelineMetrics) -> Iterator[Metric]:
         for name, family in families.items():
             family.add_metric([counts.output], getattr(counts, name))
     yield from families.values()
+
+
+def _worker_families(metrics: PipelineMetrics) -> Iterator[Metric]:
+    """A cluster run's workers; none in one process."""
+    if not metrics.workers:
+        return
+    up = GaugeMetricFamily(PREFIX + "worker_up", "1 while the cluster worker lives, 0 once it died", labels=["worker"])
+    streams = GaugeMetricFamily(PREFIX + "worker_streams", "Streams the cluster worker holds", labels=["worker"])
+    fps = GaugeMetricFamily(PREFIX + "worker_fps", "Frames per second over the worker's streams", labels=["worker"])
+    for worker in metrics.workers:
+        up.add_metric([worker.name], int(worker.alive))
+        streams.add_metric([worker.name], worker.streams)
+        fps.add_metric([worker.name], worker.fps)
+    yield from (up, streams, fps)
 
 
 def _histogram(name: str, documentation: str, snapshot: HistogramSnapshot) -> HistogramMetricFamily:

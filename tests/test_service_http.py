@@ -89,6 +89,9 @@ class FakeService:
         if self.fail is not None:
             raise self.fail
 
+    def gpu_memory(self) -> list:
+        return []
+
     def ready(self) -> tuple[bool, str]:
         return (True, "") if self.streams_by_id else (False, "no source is streaming")
 
