@@ -27,8 +27,9 @@ from ..service.core import OpenedStream
 from ..service.frames import FrameHub
 from ..zones.settings import check_places
 from .connect import Connection, check_room, connect, import_ray
-from .driver import ClusterPipeline, StreamPlace, WorkerHandle
+from .driver import ClusterPipeline
 from .home import HomeFiles
+from .places import StreamPlace, WorkerHandle
 from .worker import RemoteStream, SegmenterFactory, StreamSpec, StreamWorker
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,11 @@ def _checked_streams(
                         f"(its container announces {total} frames)"
                     )
             folder = prepare_output_dir(out / source_id if several else out)
-            spec = StreamSpec(path, source_id, str(folder), prompts=tuple(own))
+            # A run's start prompts are strict, as in one process: selecting nothing is the stream's error.
+            spec = StreamSpec(path, source_id, str(folder), prompts=tuple(own), strict=not serving)
             summary = SourceSummary(source_id, is_live=source.is_live)
-            streams.append(StreamPlace(spec, HomeFiles(folder, config.output.mot), summary, list(own)))
+            changes = [(p, False) for p in own]
+            streams.append(StreamPlace(spec, HomeFiles(folder, config.output.mot), summary, changes))
         return streams
     finally:
         for source in opened:

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..core import FrameResult, SourceEvent, TrackState, ZoneEvent
+from ..core import EventKind, FrameResult, SourceEvent, TrackState, ZoneEvent
 from ..pipeline.summary import SourceSummary
 from ..service.frames import MAX_VIEWER_FPS, Preview, encode_jpeg, event_json, frame_json
 from ..sinks.jsonl import EventLogSink, TrackRecords
@@ -34,7 +34,9 @@ class FrameRecord:
         frame: Its index.
         record: Its tracks.jsonl line (sinks/jsonl.py).
         mot: Its mot.txt lines, when `output.mot` asks for them.
-        latency_s: Capture to result on the worker, in seconds.
+        latency_s: Capture to result on the worker, in seconds; on the driver (what it yields), capture
+            to written there.
+        made_at: When it was made (the worker's monotonic clock).
     """
 
     source_id: str
@@ -42,6 +44,7 @@ class FrameRecord:
     record: dict
     mot: tuple[str, ...] = ()
     latency_s: float = 0.0
+    made_at: float = 0.0
 
     @property
     def target_found(self) -> bool:
@@ -51,19 +54,29 @@ class FrameRecord:
 
 @dataclass(frozen=True)
 class EventRecord:
-    """One event: its events.jsonl line, and its form for the viewer (service/frames.py `event_json`)."""
+    """One event: its events.jsonl line, and its form for the viewer (service/frames.py `event_json`).
+
+    `frame_tied`: it comes of a frame's processing (a target change, a failed prompt, a zone or
+    line event), just before that frame's record; a stream moved before that record came home
+    makes it again.
+    """
 
     source_id: str
     record: dict
     update: dict
+    frame_tied: bool = False
 
 
 @dataclass(frozen=True)
 class StreamClosed:
-    """A stream's outputs on its worker are final (it ended, was removed, or the worker stopped)."""
+    """A stream's outputs on its worker are final (it ended, was removed, or the worker stopped).
+
+    `cut`: the worker's pipeline failed (not asked to stop): the stream did not end, it should move.
+    """
 
     source_id: str
     summary: SourceSummary
+    cut: bool = False
 
 
 HomeMessage = FrameRecord | EventRecord | StreamClosed
@@ -119,6 +132,7 @@ class HomeSink:
         records: Makes the tracks.jsonl records (with the masks `output.masks` asks for).
         mot: Also send each frame's mot.txt lines.
         summary_of: The stream's summary on this worker, read when it closes.
+        failing: Whether the worker's pipeline is ending by a failure (read when it closes).
     """
 
     def __init__(
@@ -128,36 +142,44 @@ class HomeSink:
         records: TrackRecords,
         mot: bool,
         summary_of: Callable[[], SourceSummary | None],
+        failing: Callable[[], bool] = lambda: False,
     ) -> None:
         self.source_id = source_id
         self.outbox = outbox
         self.records = records
         self.mot = mot
         self.summary_of = summary_of
+        self.failing = failing
 
     def write(self, result: FrameResult) -> None:
         """Send one frame's record home."""
         frame = result.frame
+        now = time.monotonic()
         self.outbox.put(
             FrameRecord(
                 frame.source_id,
                 frame.index,
                 self.records.record(result),
                 tuple(mot_lines(result)) if self.mot else (),
-                time.monotonic() - frame.captured_at,
+                now - frame.captured_at,
+                now,
             )
         )
 
     def on_event(self, event: SourceEvent | ZoneEvent) -> None:
         """Send one event's line home."""
-        record = EventLogSink.record(event) if isinstance(event, SourceEvent) else event.to_json()
-        self.outbox.put(EventRecord(event.source_id, record, event_json(event)))
+        if isinstance(event, SourceEvent):
+            record = EventLogSink.record(event)
+            tied = event.kind in (EventKind.TARGETS_CHANGED, EventKind.PROMPT_FAILED)
+        else:
+            record, tied = event.to_json(), True
+        self.outbox.put(EventRecord(event.source_id, record, event_json(event), tied))
 
     def close(self) -> None:
         """The stream's outputs here are final: say so, with its summary (a copy: the lane may go on counting)."""
         summary = self.summary_of()
         copy = dataclasses.replace(summary) if summary is not None else SourceSummary(self.source_id)
-        self.outbox.put(StreamClosed(self.source_id, copy))
+        self.outbox.put(StreamClosed(self.source_id, copy, self.failing()))
 
 
 class PreviewTap:

@@ -75,9 +75,11 @@ class ResumedSource:
 class RenumberedTracker:
     """A tracker whose ids go on from a stream's earlier ones (see the module docstring).
 
-    On the first frame with a target change (the re-seeding prompts'), each new target takes the
-    old id of the seed box it overlaps most, matched all at once. Every other track gets an id
-    above all the stream's earlier ones. Ids given to `drop_ids` are the stream's (outer) ids.
+    On its first frame (where the stream resumes, and the re-seeding prompts apply), each new
+    target takes the old id of the seed box it overlaps, matched all at once by overlap; a target
+    overlapping no seed, and every later track, gets an id above all the stream's earlier ones. A
+    seed whose prompt selected nothing leaves its id unused. Ids given to `drop_ids` are the
+    stream's (outer) ids.
 
     Args:
         inner: A fresh tracker.
@@ -96,7 +98,7 @@ class RenumberedTracker:
     ) -> tuple[Track, ...]:
         """The inner tracker's update, in the stream's ids (Tracker.update)."""
         tracks = self.inner.update(instances, self._inward(targets), image)
-        if targets is not None and self.seeds:  # the re-seeding frame: seeds are not claimable later
+        if self.seeds:  # the first frame, where the seeds apply: they are not claimable later
             self._claim_seeds([t for t in tracks if t.is_target and t.id not in self.outer])
             self.seeds = {}
         return tuple(dataclasses.replace(t, id=self._outer_id(t.id)) for t in tracks)
@@ -114,7 +116,7 @@ class RenumberedTracker:
     def _claim_seeds(self, new_targets: list[Track]) -> None:
         ids = list(self.seeds)
         overlap = box_iou(np.array([t.box for t in new_targets]), np.array([self.seeds[i] for i in ids]))
-        matches, _, _ = linear_assignment(1.0 - overlap, cost_limit=1.0)
+        matches, _, _ = linear_assignment(1.0 - overlap, cost_limit=1.0 - 1e-6)  # some overlap, at least
         for row, col in matches:
             self.outer[new_targets[row].id] = ids[col]
 

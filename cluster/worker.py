@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..pipeline.segmenter import SegmenterSettings, quiet_ultralytics
 from ..pipeline.status import PipelineMetrics, StreamStatus
 from ..pipeline.summary import SourceSummary
 from ..service.frames import Preview
-from ..service.metrics import GpuMemory
+from ..service.metrics import GpuMemory, torch_gpu_memory
 from ..sinks import Sink, VideoSink
 from ..sinks.jsonl import TrackRecords
 from ..sources import open_source
@@ -47,8 +48,11 @@ class StreamSpec:
         folder: Its output folder (the video and snapshots go there).
         video_name: The annotated video's file name (a moved stream's later parts get their own).
         start: The first frame to process (0, or where a moved stream resumes).
-        prompts: Prompts still to apply (frames at or after `start`).
+        prompts: Its start prompts.
+        strict: A start prompt that selects nothing, or whose frame never comes, is the stream's
+            error (a run's start prompts; not a service's, nor a moved stream's).
         seeds: Old target id → last known box: targets to re-seed on frame `start`, keeping their ids.
+        changes: Prompts given while it ran, still ahead of `start`: (prompt, replace), applied in order.
         first_free_id: The lowest track id the stream has not used.
     """
 
@@ -58,7 +62,9 @@ class StreamSpec:
     video_name: str = "annotated.mp4"
     start: int = 0
     prompts: tuple[Prompt, ...] = ()
+    strict: bool = False
     seeds: tuple[tuple[int, Box], ...] = ()
+    changes: tuple[tuple[Prompt, bool], ...] = ()
     first_free_id: int = 1
 
 
@@ -95,6 +101,8 @@ class WorkerReport:
         error: Why the pipeline stopped with an error, if it did.
         previews: The watched streams' newest frames, for the viewer.
         gpus: The CUDA memory torch uses in the worker (none on CPU).
+        started_at: When the drain began (the worker's monotonic clock).
+        sent_at: When it returned (the same clock): records waited sent_at - made_at on the worker.
     """
 
     messages: tuple[HomeMessage, ...]
@@ -104,6 +112,8 @@ class WorkerReport:
     error: str | None = None
     previews: tuple[Preview, ...] = ()
     gpus: tuple[GpuMemory, ...] = ()
+    started_at: float = 0.0
+    sent_at: float = 0.0
 
 
 class StreamWorker:
@@ -140,6 +150,7 @@ class StreamWorker:
         )
         self.records = TrackRecords(config.output.masks)
         self.error: str | None = None
+        self.stop_asked = False
         self.finished = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"fastsam-stream {name}", daemon=True)
         self.thread.start()
@@ -179,27 +190,32 @@ class StreamWorker:
             source = ResumedSource(source, spec.start)
         folder = Path(spec.folder)
         sinks: list[Sink] = []
+        places = None
         try:
             if self.config.output.video:
                 sinks.append(VideoSink(folder / spec.video_name, fps=source.fps))
-            # last: its close says the stream's outputs here are final
-            sinks.append(
-                HomeSink(
-                    spec.source_id, self.outbox, self.records, self.config.output.mot, self._summary_of(spec.source_id)
-                )
-            )
+            # last of its sinks: its close says the stream's video here is final
+            summary_of = self._summary_of(spec.source_id)
+            mot = self.config.output.mot
+            sinks.append(HomeSink(spec.source_id, self.outbox, self.records, mot, summary_of, self._failing))
             tracker = None
-            if spec.seeds:
+            if spec.start or spec.first_free_id > 1 or spec.seeds:  # ids go on from the stream's earlier ones
                 tracker = RenumberedTracker(make_tracker(self.config.tracker), dict(spec.seeds), spec.first_free_id)
-            prompts = [*spec.prompts, *self._seed_prompts(spec)]
             places = place_stage(self.config, source, folder)
-            self.pipeline.add_source(source, sinks, prompts, places, tracker=tracker)
+            self.pipeline.add_source(source, sinks, spec.prompts, places, tracker=tracker, strict=spec.strict)
         except BaseException:
-            for sink in sinks:
-                if not isinstance(sink, HomeSink):
-                    sink.close()
-            source.close()
+            for closing in [*[k for k in sinks if not isinstance(k, HomeSink)], *([places] if places else []), source]:
+                closing.close()
             raise
+        # Queued before its first frame can come through: they apply on frame `start` or later.
+        for prompt in self._seed_prompts(spec):
+            self.pipeline.add_prompt(prompt)
+        for prompt, replace in spec.changes:
+            self.pipeline.add_prompt(prompt, replace)
+
+    def _failing(self) -> bool:
+        """The pipeline is ending, and nobody asked it to: a failure cut its streams short."""
+        return self.pipeline.summary.finished_at is not None and not self.stop_asked
 
     def _summary_of(self, source_id: str) -> Callable[[], SourceSummary | None]:
         return lambda: self.pipeline.summary.sources.get(source_id)
@@ -232,14 +248,34 @@ class StreamWorker:
             max_wait_s: How long to wait for a first message.
             watched: Streams someone watches in the viewer: their newest frames come drawn and encoded.
         """
+        started_at = time.monotonic()
         finished = self.finished.is_set()  # before taking: a message put after this is in a later report
         messages = self.outbox.take(max_wait_s)
         streams = tuple(self.pipeline.streams())
-        previews = self.previews.previews([i for i in watched], [s.id for s in streams]) if watched else []
-        return WorkerReport(tuple(messages), streams, self.pipeline.metrics(), finished, self.error, tuple(previews))
+        previews = self.previews.previews(watched, [s.id for s in streams]) if watched else []
+        return WorkerReport(
+            messages=tuple(messages),
+            streams=streams,
+            metrics=self.pipeline.metrics(),
+            finished=finished,
+            error=self.error,
+            previews=tuple(previews),
+            gpus=tuple(torch_gpu_memory()),
+            started_at=started_at,
+            sent_at=time.monotonic(),
+        )
 
-    def stop(self, timeout_s: float | None = None) -> bool:
-        """Stop the pipeline after the frames in hand; every stream's outputs are final when it returns True."""
+    def stop(self, timeout_s: float | None = None, discard: bool = False) -> bool:
+        """Stop the pipeline after the frames in hand; every stream's outputs are final when it returns True.
+
+        Args:
+            timeout_s: How long to wait for that.
+            discard: Nobody drains any more (the driver is ending): what is left to send home is
+                dropped, so no lane waits on a full outbox.
+        """
+        self.stop_asked = True
+        if discard:
+            self.outbox.close()
         self.pipeline.stop()
         self.finished.wait(timeout_s)
         return self.finished.is_set()

@@ -166,6 +166,7 @@ class Pipeline:
         prompts: Sequence[Prompt] = (),
         places: PlaceStage | None = None,
         tracker: Tracker | None = None,
+        strict: bool | None = None,
     ) -> None:
         """A source joins: before the run, or while it runs when `keep_running`; safe from any thread.
 
@@ -177,6 +178,9 @@ class Pipeline:
             places: Its zones and lines (pipeline/places.py), or None.
             tracker: Its own tracker (a stream moved from another worker keeps its targets' ids);
                 None: one from the pipeline's tracker factory.
+            strict: Whether a prompt that selects nothing, or whose frame the source never reaches,
+                is the source's error (as at the start of a run); None: not in a `keep_running`
+                pipeline (a prompt_failed event), as a run's start prompts otherwise.
 
         Raises:
             StreamConflictError: The id is taken, the run is stopping, or it is a run (not `keep_running`)
@@ -197,7 +201,8 @@ class Pipeline:
                 raise StreamConflictError(
                     f"a stream {source.source_id!r} is already running: remove it or choose another id"
                 )
-            pending = [PendingChange(p.frame, p, strict=not self.keep_running) for p in prompts if not p.is_empty]
+            strict = not self.keep_running if strict is None else strict
+            pending = [PendingChange(p.frame, p, strict=strict) for p in prompts if not p.is_empty]
             lane = self._new_lane(source, pending, own, places, tracker)
             before = self._lanes
             self._lanes = {**before, source.source_id: lane}  # before its reader starts: its items find it

@@ -189,6 +189,7 @@ class FrameHub:
         """
         with self._lock:
             self._slots.pop(stream_id, None)
+            self._asked.pop(stream_id, None)
             self._gone.add(stream_id)
             ending = self._subs.pop(stream_id, set())
         _end(ending)
