@@ -30,6 +30,7 @@ same paths on every node. Figures vary between machines and runs: compare within
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import logging
 import math
@@ -38,8 +39,8 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,25 @@ def machine() -> str:
     )
 
 
+def code_version() -> str:
+    """The commit, and the files of cluster/ changed since (the benchmark measures the working tree)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = git("status", "--porcelain", "--", "cluster", "pipeline", "sinks")
+    files = [line[3:] for line in changed.splitlines()]
+    return f"commit {git('rev-parse', '--short', 'HEAD') or '?'}" + (
+        f", uncommitted changes in {', '.join(files)}"
+        if files
+        else ", no uncommitted change in cluster/ pipeline/ sinks/"
+    )
+
+
 def meminfo() -> dict[str, int]:
     """/proc/meminfo in bytes."""
     out = {}
@@ -195,7 +215,8 @@ def descendants(table: dict[int, tuple[int, str, int]], root: int) -> set[int]:
 
 
 def is_worker(cmdline: str) -> bool:
-    return cmdline.startswith(("ray::StreamWorker", "ray::IDLE"))
+    """A Ray worker process (an actor, or an idle one), not one of Ray's agents (ray::DashboardAgent, ...)."""
+    return cmdline.startswith("ray::") and "Agent" not in cmdline.split()[0]
 
 
 def kind_of(pid: int, cmdline: str, mine: set[int] | None) -> str:
@@ -266,11 +287,12 @@ class ActorMemory:
     pss: float
     private: float
     torch: int  # actors with libtorch mapped
+    nice: str  # their niceness (Ray's default for workers: 15)
 
 
 def actor_memory() -> ActorMemory:
     """Memory of this machine's StreamWorker actor processes (Ray names them ray::StreamWorker...)."""
-    rss, pss, private, torch = [], [], [], 0
+    rss, pss, private, torch, nice = [], [], [], 0, set()
     table = processes()
     mine = descendants(table, os.getpid()) if OWN_CLUSTER else set(table)
     for entry, (_, cmdline, _) in table.items():
@@ -287,9 +309,19 @@ def actor_memory() -> ActorMemory:
         pss.append(rollup.get("Pss", 0))
         private.append(rollup.get("Private_Clean", 0) + rollup.get("Private_Dirty", 0))
         torch += "libtorch" in _read(f"/proc/{entry}/maps")
+        stat = _read(f"/proc/{entry}/stat")
+        if stat:
+            nice.add(stat.rsplit(")", 1)[1].split()[16])
     if not rss:
-        return ActorMemory(0, 0.0, 0.0, 0.0, 0)
-    return ActorMemory(len(rss), statistics.median(rss), statistics.median(pss), statistics.median(private), torch)
+        return ActorMemory(0, 0.0, 0.0, 0.0, 0, "?")
+    return ActorMemory(
+        len(rss),
+        statistics.median(rss),
+        statistics.median(pss),
+        statistics.median(private),
+        torch,
+        ",".join(sorted(nice)),
+    )
 
 
 def cluster_pss() -> int:
@@ -346,7 +378,8 @@ class Window:
 
 
 CAUGHT_UP_S = 1.0
-"""The driver has caught up when the median record reaches it within this long of its result on the worker."""
+"""The driver has caught up when every stream has come home, and 95% of the streams' latest records reached
+it within this long of their result on the worker."""
 
 
 def measure(
@@ -360,6 +393,7 @@ def measure(
     warm_s: float = 0.0,
     window_s: float | None = None,
     catch_up_s: float = 0.0,
+    streams: int = 1,
     reports: Callable[[], int] = lambda: 0,
 ) -> Window:
     """Iterate a run: warm up, then a steady window, then stop it.
@@ -370,7 +404,7 @@ def measure(
     n, n0, first, t0, a, r0 = 0, 0, None, None, None, 0
     latencies: dict[str, list[float]] = {}
     home: list[float] = []
-    recent: deque[float] = deque(maxlen=50)
+    last_leg: dict[str, float] = {}  # each stream's latest home leg, during the warm-up
     done, caught_up = None, True
     for item in items:
         n += 1
@@ -379,11 +413,12 @@ def measure(
         source_id, latency, leg = latency_of(item)
         if t0 is None:
             if leg is not None:
-                recent.append(leg)
+                last_leg[source_id] = leg
             if frames is not None:
                 begin = n > warm_frames
             else:
-                behind = not recent or statistics.median(recent) > CAUGHT_UP_S
+                legs = sorted(last_leg.values())
+                behind = len(legs) < streams or legs[int(0.95 * (len(legs) - 1))] > CAUGHT_UP_S
                 caught_up = not behind
                 begin = now - first >= warm_s and (not behind or now - first >= warm_s + catch_up_s)
             if begin:
@@ -417,6 +452,10 @@ def in_process(config: Config, warm: int, frames: int) -> Window:
     return measure(pipeline.results(), pipeline.stop, latency_of, started, build, warm_frames=warm, frames=frames)
 
 
+class StartUpTooLongError(Exception):
+    """A cluster run that did not reach its first result within its start-up limit (what it reached, in words)."""
+
+
 def on_ray(
     config: Config,
     factory: Callable[[SegmenterSettings], object],
@@ -425,49 +464,96 @@ def on_ray(
     warm_s: float = 0.0,
     window_s: float | None = None,
     catch_up_s: float = 0.0,
+    startup_limit_s: float | None = None,
 ) -> Window:
-    """One cluster run; the actors' memory is measured as the window ends (every stream running)."""
+    """One cluster run; the actors' memory is measured as the window ends (every stream running).
+
+    Raises:
+        StartUpTooLongError: No result within `startup_limit_s` of the start (workers started, streams placed):
+            the run is interrupted (as Ctrl-C would), its workers stopped, and how far it got is said.
+    """
     from fastsam_stream.cluster.build import build_cluster_pipeline
 
     before, pss_before = meminfo()["MemAvailable"], cluster_pss()
     started = time.monotonic()
-    pipeline = build_cluster_pipeline(config, factory)
-    build = time.monotonic() - started
-    taken, memory = [0], {}
-    plain = pipeline._take
+    state: dict = {"pipeline": None, "ready": None, "first": False, "fired": False}
+    done = threading.Event()
 
-    def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - counts the worker reports the driver takes
-        taken[0] += 1
-        return plain(*args, **kwargs)
+    def watch() -> None:  # interrupts the main thread (blocked in Ray) once the limit has passed
+        if startup_limit_s is None or done.wait(startup_limit_s) or state["first"]:
+            return
+        state["fired"] = True
+        _thread.interrupt_main()
 
-    pipeline._take = counted
+    watchdog = threading.Thread(target=watch, name="start-up limit", daemon=True)
+    watchdog.start()
+    try:
+        pipeline = build_cluster_pipeline(config, factory)
+        build = state["ready"] = time.monotonic() - started
+        state["pipeline"] = pipeline
+        taken, memory = [0], {}
+        plain = pipeline._take
 
-    def latency_of(record) -> tuple[str, float, float]:  # noqa: ANN001
-        now = time.time()
-        return record.source_id, now - record.record[CAPTURED], now - record.record[RESULTED]
+        def counted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - counts the worker reports the driver takes
+            taken[0] += 1
+            return plain(*args, **kwargs)
 
-    def stop() -> None:
-        memory.update(
-            ended=sum(p.closed for p in pipeline.places.values()),
-            memory=actor_memory(),
-            available_drop=before - meminfo()["MemAvailable"],
-            pss_added=cluster_pss() - pss_before,
+        pipeline._take = counted
+        snapshots = []
+
+        def latency_of(record) -> tuple[str, float, float]:  # noqa: ANN001
+            state["first"] = True
+            now = time.time()
+            return record.source_id, now - record.record[CAPTURED], now - record.record[RESULTED]
+
+        def mark() -> int:  # at the window's start and end: the reports so far, and the pipeline's own latency
+            snapshots.append(pipeline.latency.snapshot())
+            return taken[0]
+
+        def stop() -> None:
+            memory.update(
+                ended=sum(p.closed for p in pipeline.places.values()),
+                memory=actor_memory(),
+                available_drop=before - meminfo()["MemAvailable"],
+                pss_added=cluster_pss() - pss_before,
+            )
+            pipeline.stop()
+
+        window = measure(
+            pipeline.results(),
+            stop,
+            latency_of,
+            started,
+            build,
+            warm_frames=warm,
+            frames=frames,
+            warm_s=warm_s,
+            window_s=window_s,
+            catch_up_s=catch_up_s,
+            streams=len(pipeline.places),
+            reports=mark,
         )
-        pipeline.stop()
-
-    window = measure(
-        pipeline.results(),
-        stop,
-        latency_of,
-        started,
-        build,
-        warm_frames=warm,
-        frames=frames,
-        warm_s=warm_s,
-        window_s=window_s,
-        catch_up_s=catch_up_s,
-        reports=lambda: taken[0],
-    )
+    except KeyboardInterrupt:
+        if not state["fired"]:
+            raise
+        spent = time.monotonic() - started
+        if state["pipeline"] is None:
+            raise StartUpTooLongError(
+                f"no result within {spent:.0f} s: the workers were still starting (not all ready)"
+            ) from None
+        places = state["pipeline"].places.values()
+        placed = sum(p.worker is not None for p in places)
+        raise StartUpTooLongError(
+            f"no result within {spent:.0f} s: workers ready after {state['ready']:.0f} s, then {placed} of "
+            f"{len(places)} streams placed in {spent - state['ready']:.0f} s "
+            f"({(spent - state['ready']) / max(placed, 1):.2f} s per stream; the driver places them one call "
+            "after another, before it takes any result)"
+        ) from None
+    finally:
+        done.set()
+    a, b = snapshots[0], snapshots[-1]
+    count = b.count - a.count
+    memory["own_latency_mean"] = (b.total - a.total) / count if count else float("nan")
     window.extra = memory
     return window
 
@@ -604,12 +690,21 @@ def real_curve(args: argparse.Namespace, address: str, cluster_cpus: float, tmp:
         "  latency: capture → record written on the driver (one process: through every sink); home leg: result on "
         "the worker → written on the driver; start-up: build (model loaded, workers ready) to the first result"
     )
-    for name in names[1:]:
-        if runs[name]:
-            m = median_window(runs[name])
-            cost = 100 * (1 - m.fps / base.fps)
-            verdict = "within" if cost <= 15 else "OVER"
-            print(f"  {name}: costs {cost:+.1f}% frames/s against one process ({verdict} the 15% allowed)")
+    for name, workers in zip(names[1:], args.workers, strict=True):
+        if not runs[name]:
+            continue
+        m = median_window(runs[name])
+        change = 100 * (m.fps / base.fps - 1)
+        paired = [100 * (w.fps / b.fps - 1) for w, b in zip(runs[name], runs[names[0]], strict=False)]
+        line = (
+            f"  {name}: frames/s {change:+.1f}% against one process (medians); per round, against the same "
+            f"round's one-process run: {', '.join(f'{v:+.1f}%' for v in paired)} "
+            f"(median {statistics.median(paired):+.1f}%)"
+        )
+        if workers == 1:
+            worst = -min(change, statistics.median(paired))
+            line += f": {'within' if worst <= 15 else 'OVER'} the 15% a single worker may cost"
+        print(line)
     print("  CPU during the steady state (the median run of each):")
     for name in names:
         if runs[name]:
@@ -618,9 +713,14 @@ def real_curve(args: argparse.Namespace, address: str, cluster_cpus: float, tmp:
     for name in names[1:]:
         if runs[name]:
             mem = runs[name][0].extra["memory"]
+            own = statistics.median(w.extra["own_latency_mean"] for w in runs[name])
+            probe = statistics.median(
+                statistics.fmean(v for vs in w.latencies.values() for v in vs) for w in runs[name]
+            )
             print(
-                f"  {name}: each actor RSS {mib(mem.rss)}, PSS {mib(mem.pss)}, private {mib(mem.private)}; "
-                f"{mem.torch} of {mem.count} with torch loaded"
+                f"  {name}: each actor RSS {mib(mem.rss)}, PSS {mib(mem.pss)}, private {mib(mem.private)}, nice "
+                f"{mem.nice}; {mem.torch} of {mem.count} with torch loaded. ClusterPipeline.latency's mean over "
+                f"the window {own * 1000:.0f} ms, the probe's {probe * 1000:.0f} ms"
             )
     ended = [f"{name} round {i + 1}" for name in names for i, w in enumerate(runs[name]) if w.extra.get("ended")]
     if ended:
@@ -656,7 +756,15 @@ def median_window(windows: list[Window]) -> Median:
     )
 
 
-PLACEMENT_MARGIN_S = 900.0
+def backlog_note(w: Window, ceiling: float) -> str:
+    if not w.caught_up:
+        return "  (not caught up: a start-up backlog draining)"
+    if w.fps > 1.05 * ceiling:
+        return "  (above the ceiling: a start-up backlog draining)"
+    return ""
+
+
+PLACEMENT_MARGIN_S = 600.0
 """Seconds of frames each stand-in stream has beyond warm-up, catch-up and window: streams placed first run
 while the driver places the rest (minutes, with hundreds of streams on a loaded machine)."""
 
@@ -676,8 +784,8 @@ def stand_in_curve(args: argparse.Namespace, address: str, cluster_cpus: float, 
         f"{args.streams_per_worker} streams per worker, each a folder of {count} 64x48 JPEGs; max_batch "
         f"{args.stand_in_batch}, so at most {per_worker:.0f} frames/s per worker; cpus_per_worker {cpus:.4g} "
         f"({cluster_cpus:g} cluster CPUs / {max(scales)}); outputs tracks.jsonl only. Each scale: {args.warm_s:g} s "
-        f"warm-up after the first result, then until the driver has caught up (median home leg under "
-        f"{CAUGHT_UP_S:g} s; at most {args.catch_up_s:g} s more), then {args.window_s:g} s measured"
+        f"warm-up after the first result, then until the driver has caught up (95% of the streams' latest "
+        f"home legs under {CAUGHT_UP_S:g} s; at most {args.catch_up_s:g} s more), then {args.window_s:g} s measured"
     )
     model = {"weights": args.weights, "device": "cpu"}
     batch = {"max_batch": args.stand_in_batch}
@@ -695,14 +803,14 @@ def stand_in_curve(args: argparse.Namespace, address: str, cluster_cpus: float, 
             continue
         known = max(results) if results else None
         each = results[known].startup / known if known else 2.0  # seconds of start-up per worker, as measured
-        if not budget.allows(
-            20 + workers * each + args.warm_s + args.catch_up_s + args.window_s, f"{workers} stand-in workers"
-        ):
+        startup = min(20 + workers * each, args.startup_limit_s)
+        if not budget.allows(startup + args.warm_s + args.catch_up_s + args.window_s, f"{workers} stand-in workers"):
             continue
         sources = [(f"w{n}", str(folder)) for n in range(workers * args.streams_per_worker)]
         cluster = {"address": address, "workers": workers, "cpus_per_worker": cpus}
         config = make_config(sources, tmp / f"stand-in-{workers}", model, cluster, video=False)
         config = config.model_copy(update={"batch": config.batch.model_copy(update=batch)})
+        began = time.monotonic()
         try:
             window = on_ray(
                 config,
@@ -710,28 +818,41 @@ def stand_in_curve(args: argparse.Namespace, address: str, cluster_cpus: float, 
                 warm_s=args.warm_s,
                 window_s=args.window_s,
                 catch_up_s=args.catch_up_s,
+                startup_limit_s=args.startup_limit_s,
             )
+        except StartUpTooLongError as exc:
+            print(f"  {workers:4d} workers: NOT MEASURED (start-up limit {args.startup_limit_s:g} s): {exc}")
+            print(f"       (the attempt took {time.monotonic() - began:.0f} s with its shutdown)", flush=True)
+            continue
         except Exception as exc:  # noqa: BLE001 - reported as it is, and the next scale is still tried
             print(f"  {workers:4d} workers: FAILED: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
             continue
         results[workers] = window
         drop, added = window.extra["available_drop"], window.extra["pss_added"]
-        if workers >= 8:  # the larger of the two, per worker: what the next scale is sized with
-            per_actor = max(drop, added) / workers
+        if workers >= 8:  # what the next scale is sized with (PSS: other processes do not blur it)
+            per_actor = added / workers
         mem = window.extra["memory"]
-        caught = "" if window.caught_up else f" NOT CAUGHT UP after {args.catch_up_s:g} s (driver-bound);"
+        caught = ""
+        if not window.caught_up:
+            caught = (
+                f" NOT CAUGHT UP after {args.catch_up_s:g} s: records of the start-up still waiting on the workers, "
+                "so the window measures the driver draining them, not a steady state;"
+            )
+        elif window.fps > 1.05 * workers * per_worker:
+            caught = " ABOVE the stand-in's ceiling: a backlog drained, not a steady state;"
         print(
             f"  {workers:4d} workers {window.fps:7.1f} frames/s ({window.fps / workers:.1f} per worker), "
             f"latency p50 {window.percentile(50) * 1000:.0f} ms p99 {window.percentile(99) * 1000:.0f} ms, home leg "
             f"p50 {window.home_percentile(50) * 1000:.0f} ms p99 {window.home_percentile(99) * 1000:.0f} ms;{caught}\n"
             f"       start-up: workers ready {window.build:.1f} s, streams placed and first result "
             f"{window.startup:.1f} s, steady {window.steady_after:.1f} s\n"
-            f"       memory: {mem.count} actors, each RSS {mib(mem.rss)} PSS {mib(mem.pss)} private "
-            f"{mib(mem.private)}, {mem.torch} with torch loaded; the run added {mib(added / workers)} PSS per worker "
-            f"to its processes and took {mib(drop / workers)} per worker from the machine's available memory\n"
+            f"       memory: {mem.count} actors (nice {mem.nice}), each RSS {mib(mem.rss)} PSS {mib(mem.pss)} "
+            f"private {mib(mem.private)}, {mem.torch} with torch loaded; the run added {mib(added / workers)} PSS "
+            f"per worker to its processes (the machine's available memory: {mib(drop / workers)} per worker, "
+            f"other processes included)\n"
             f"       {cpu_line(window.cpu)}{reports_line(window)}; CPU per frame: workers "
             f"{window.cpu['workers'] / window.fps * 1000:.2f} ms, driver {window.cpu['driver'] / window.fps * 1000:.2f}"
-            f" ms",
+            f" ms; the scale took {time.monotonic() - began:.0f} s in all",
             flush=True,
         )
         warned = RAY_WARNINGS.summary()
@@ -755,7 +876,7 @@ def stand_in_curve(args: argparse.Namespace, address: str, cluster_cpus: float, 
             f"{w.percentile(50) * 1000:7.0f} {w.percentile(99) * 1000:7.0f} {w.home_percentile(50) * 1000:8.0f} "
             f"{w.cpu['driver']:6.2f} {w.cpu['workers']:7.2f} {w.cpu['ray daemons']:7.2f} {w.cpu['other']:5.2f} "
             f"{w.cpu['busy']:5.2f} {w.reports / w.seconds:9.0f} {mib(mem.rss):>9s} {mib(mem.pss):>9s} "
-            f"{mib(mem.private):>8s} {w.build:7.1f} {w.steady_after:8.1f}{'' if w.caught_up else '  (not caught up)'}"
+            f"{mib(mem.private):>8s} {w.build:7.1f} {w.steady_after:8.1f}{backlog_note(w, workers * per_worker)}"
         )
     print(
         f"  ideal = workers x the 1-worker rate ({rate:.1f} frames/s; the stand-in's ceiling is {per_worker:.0f}); "
@@ -807,9 +928,15 @@ def main() -> None:
     parser.add_argument("--warm-s", type=float, default=3.0, help="stand-in: warm-up seconds")
     parser.add_argument("--window-s", type=float, default=8.0, help="stand-in: measured seconds")
     parser.add_argument(
-        "--catch-up-s", type=float, default=60.0, help="stand-in: the longest wait for the driver to catch up"
+        "--catch-up-s", type=float, default=120.0, help="stand-in: the longest wait for the driver to catch up"
     )
-    parser.add_argument("--budget-s", type=float, default=1500.0, help="wall-clock budget of the whole run")
+    parser.add_argument("--budget-s", type=float, default=1800.0, help="wall-clock budget of the whole run")
+    parser.add_argument(
+        "--startup-limit-s",
+        type=float,
+        default=420.0,
+        help="stand-in: the longest a scale may take to its first result (workers started, streams placed)",
+    )
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-stand-in", action="store_true")
     args = parser.parse_args()
@@ -820,6 +947,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     budget = Budget(args.budget_s)
     print(f"machine: {machine()}")
+    print(f"code: {code_version()}")
     print(f"before: {load()}; wall-clock budget {args.budget_s:.0f} s")
     import ray
 

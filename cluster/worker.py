@@ -136,7 +136,7 @@ class StreamWorker:
             segmenter = UltralyticsSegmenter(config.model)
         else:
             segmenter = make_segmenter(config.model)
-        self.alerts: list[Sink] = alert_outputs(config)  # each worker sends its own streams' alerts
+        self.alerts: list[Sink] = alert_outputs(_own_client_ids(config, name))  # each sends its own streams' alerts
         self.previews = PreviewTap()
         self.pipeline = Pipeline(
             [],
@@ -283,3 +283,15 @@ class StreamWorker:
     def stream_ids(self) -> Sequence[str]:
         """The streams this worker holds."""
         return [s.id for s in self.pipeline.streams()]
+
+
+def _own_client_ids(config: Config, name: str) -> Config:
+    """The config with each MQTT output's client id (when one is set) made the worker's own.
+
+    Two clients with one id take the broker's session from each other, over and over.
+    """
+    alerts = [
+        a.model_copy(update={"client_id": f"{a.client_id}-{name}"}) if getattr(a, "client_id", "") else a
+        for a in config.alerts
+    ]
+    return config.model_copy(update={"alerts": alerts})

@@ -31,6 +31,16 @@ fastsam_stream.alerts.settings
 fastsam_stream.alerts.webhook
 fastsam_stream.assemble
 fastsam_stream.cli
+fastsam_stream.cluster
+fastsam_stream.cluster.build
+fastsam_stream.cluster.connect
+fastsam_stream.cluster.driver
+fastsam_stream.cluster.home
+fastsam_stream.cluster.places
+fastsam_stream.cluster.records
+fastsam_stream.cluster.resume
+fastsam_stream.cluster.settings
+fastsam_stream.cluster.worker
 fastsam_stream.commands
 fastsam_stream.config
 fastsam_stream.core
@@ -52,6 +62,7 @@ fastsam_stream.pipeline.control
 fastsam_stream.pipeline.engines
 fastsam_stream.pipeline.intake
 fastsam_stream.pipeline.lane
+fastsam_stream.pipeline.lazy_torch
 fastsam_stream.pipeline.masks
 fastsam_stream.pipeline.places
 fastsam_stream.pipeline.prompts
