@@ -11,21 +11,30 @@
    the baseline; then where the CPU went during the steady state (driver, workers, Ray's daemons,
    everything else on the machine).
 2. Stand-in curve: a stand-in segmenter of FIXED cost per batch (time.sleep: no CPU, like a model on
-   an accelerator) returning a few fixed instances, on cheap sources (a folder of tiny JPEGs written
-   to a temporary folder), with 1 (the per-worker rate), 8, 32 and 128 workers and 4 streams each,
-   on fractional `cpus_per_worker`. Aggregate frames/s against the ideal linear figure (workers ×
-   the 1-worker rate), the driver's CPU, the machine's load, and each actor's memory (RSS, PSS, and
-   the machine's available memory before and after). A scale that cannot fit in memory is not run:
-   the largest that fits is reported, from what each actor was measured to cost.
+   an accelerator) returning 3 fixed instances, on cheap sources (a folder of 64x48 JPEGs written to
+   a temporary folder), with 1 worker (the per-worker rate), then 8, 32 and 128 (or `--stand-in-workers`)
+   and 4 streams each, on fractional `cpus_per_worker`. Each scale warms up, waits until the driver
+   has caught up with the workers (records written at start-up pile up on the workers while the driver
+   places the streams), then measures a few seconds; start-up (workers ready, streams placed, steady)
+   is reported apart, and a scale that has no result within `--startup-limit-s` is interrupted and
+   reported with how far it got. Aggregate frames/s against the ideal linear figure (workers × the
+   1-worker rate), CPU cores used by the driver, the workers, Ray's daemons and everything else, and
+   each actor's memory (RSS, PSS, private; the PSS the scale added to the run's processes). A scale
+   that would not fit in memory (as measured at the previous one) is not run: the most that fit is said.
 
-Capture-to-driver latency: the workers' records carry only capture → result on the worker, so the
-workers here run with a probe (installed by the segmenter factory, in the worker process) that adds
-each frame's wall-clock capture time to its tracks.jsonl record; the driver takes `time.time()`
-minus it when the record has been written (exact on one machine; on a cluster, up to clock skew).
-In one process, the latency is `time.monotonic() - frame.captured_at` when the result has gone
-through every sink. `--ray ADDRESS` runs the same on a running cluster (`ray start --head`, then
-`--ray HOST:6379` or `--ray ray://HOST:10001`); sources and the output folder must then be at the
-same paths on every node. Figures vary between machines and runs: compare within one run only.
+Latency: capture → the record written on the driver. The workers' records do not carry their
+capture time, so the segmenter factory installs a probe in each worker process that adds the frame's
+wall-clock capture time and result time to its tracks.jsonl record; the driver takes `time.time()`
+minus them once the record is written (exact on one machine; across machines, up to clock skew):
+the latency, and the home leg (result on the worker → written on the driver). In one process:
+`time.monotonic() - frame.captured_at` once the result has gone through every sink. The mean of
+`ClusterPipeline.latency` over the window is printed beside the probe's, as a check.
+
+CPU accounting is per process, from /proc: with a cluster this run starts, the driver's descendants
+are its Ray processes; with `--ray ADDRESS` (a running cluster: `ray start --head`, then `--ray
+HOST:6379` or `--ray ray://HOST:10001`; sources and the output folder must be at the same paths on
+every node) any Ray process on this machine counts as the cluster's. Figures vary between machines
+and runs (another job on the machine shows as "other processes"): compare within one run only.
 """
 
 from __future__ import annotations
@@ -157,6 +166,11 @@ def code_version() -> str:
         except (OSError, subprocess.SubprocessError):
             return ""
 
+    import fastsam_stream
+
+    package = Path(fastsam_stream.__file__).resolve().parent
+    if package != ROOT:
+        return f"fastsam_stream imported from {package}, not from this checkout ({ROOT})"
     changed = git("status", "--porcelain", "--", "cluster", "pipeline", "sinks")
     files = [line[3:] for line in changed.splitlines()]
     return f"commit {git('rev-parse', '--short', 'HEAD') or '?'}" + (
@@ -942,7 +956,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.workers, args.stand_in_workers, args.rounds = args.workers[:1], [8], 1
-        args.warm, args.frames, args.warm_s, args.window_s = 20, 100, 2.0, 3.0
+        args.warm, args.frames, args.warm_s, args.window_s, args.catch_up_s = 20, 100, 2.0, 3.0, 30.0
     quiet_ultralytics()
     logging.basicConfig(level=logging.WARNING)
     budget = Budget(args.budget_s)
