@@ -105,7 +105,9 @@ def _join(ray: ModuleType, address: str, timeout_s: float, shown: str) -> None:
 
     Something that takes the connection but is not Ray (or a head that does not answer) keeps Ray
     retrying, a warning line on stderr per try, from its C++ core (no Python logger to quiet).
-    Meanwhile stderr goes nowhere: this runs before the pipeline, nothing else writes.
+    Meanwhile stderr goes nowhere: this runs before the pipeline, nothing else writes. When Ray is
+    still trying at the timeout, it goes on in its thread until the process ends: file descriptor 2
+    then stays muted, and Python's stderr (the error line, the log) moves to a copy of the real one.
     """
     failure: list[BaseException] = []
 
@@ -116,9 +118,10 @@ def _join(ray: ModuleType, address: str, timeout_s: float, shown: str) -> None:
             failure.append(exc)
 
     thread = threading.Thread(target=join, name="ray.init", daemon=True)
-    with _stderr_muted():
+    with _stderr_muted() as muted:
         thread.start()
         thread.join(timeout_s)
+        muted.keep = thread.is_alive()
     if thread.is_alive():
         raise ClusterError(f"the Ray cluster at {shown} did not answer within {timeout_s:g} s (is it a Ray head?)")
     if failure:
@@ -127,18 +130,37 @@ def _join(ray: ModuleType, address: str, timeout_s: float, shown: str) -> None:
         raise ClusterError(f"cannot join the Ray cluster at {shown}: {first}")
 
 
+@dataclass
+class _Muted:
+    keep: bool = False  # leave file descriptor 2 muted on the way out (Python's stderr moves to a copy)
+
+
 @contextmanager
-def _stderr_muted() -> Iterator[None]:
+def _stderr_muted() -> Iterator[_Muted]:
     sys.stderr.flush()
     saved = os.dup(2)
     null = os.open(os.devnull, os.O_WRONLY)
+    muted = _Muted()
     try:
         os.dup2(null, 2)
-        yield
+        yield muted
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        if muted.keep:
+            _python_stderr_to(saved)
+        else:
+            os.dup2(saved, 2)
+            os.close(saved)
         os.close(null)
+
+
+def _python_stderr_to(fd: int) -> None:
+    """Point sys.stderr, and the log handlers writing to it, at `fd` (a copy of the real stderr)."""
+    old = sys.stderr
+    new = open(fd, "w", buffering=1, encoding=old.encoding, errors=old.errors)  # noqa: SIM115 - lives on
+    sys.stderr = new
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+            handler.setStream(new)
 
 
 def check_room(ray: ModuleType, settings: ClusterSettings) -> None:

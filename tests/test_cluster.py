@@ -22,6 +22,7 @@ from pathlib import Path
 
 import av
 import pytest
+import yaml
 
 from fastsam_stream.assemble import build_pipeline
 from fastsam_stream.cluster.build import build_cluster_pipeline
@@ -263,10 +264,12 @@ def test_the_command_line_runs_streams_on_a_cluster_of_its_own(cli, weights, vid
     chosen = [clips["car"], clips["swan"]]
     config = tmp_path / "run.yaml"
     config.write_text(
-        "sources:\n"
-        + "".join(f"  - {{id: {c.id}, path: '{c.path}'}}\n" for c in chosen)
-        + "prompts:\n"
-        + "".join(f"  - {{source: {c.id}, boxes: [{list(c.box)}]}}\n" for c in chosen)
+        yaml.safe_dump(
+            {
+                "sources": [{"id": c.id, "path": str(c.path)} for c in chosen],
+                "prompts": [{"source": c.id, "boxes": [list(c.box)]} for c in chosen],
+            }
+        )
     )
     out = tmp_path / "out"
     done = subprocess.run(
@@ -374,6 +377,46 @@ def test_an_address_that_never_answers_fails_in_one_line_after_the_timeout(cli, 
     assert line == (
         f"fastsam-stream: error: the Ray cluster at {address} did not answer within {timeout_s} s (is it a Ray head?)"
     )
+
+
+LINGER_S = 8  # a program that goes on after the error: Ray's retries would write within this (at 5 s)
+
+
+def test_an_address_that_never_answers_leaves_stderr_quiet_in_a_program_that_goes_on(weights, videos, tmp_path):
+    """After the timeout, Ray's own retries in the background never reach stderr; Python's stderr still works.
+
+    A program using the API catches the ClusterError and goes on (as the command line does while
+    its process ends, which takes long on a busy machine).
+    """
+    server = SilentServer()
+    try:
+        config = {
+            "sources": [{"id": "car", "path": str(videos / "carphone_pristine.mp4")}],
+            "model": {"weights": str(weights), "device": "cpu"},
+            "output": {"dir": str(tmp_path / "out")},
+            "cluster": {"address": f"127.0.0.1:{server.port}", "connect_timeout_s": 2},
+        }
+        code = (
+            "import sys, time\n"
+            "from fastsam_stream.cluster.build import build_cluster_pipeline\n"
+            "from fastsam_stream.config import Config\n"
+            "from fastsam_stream.errors import ClusterError\n"
+            "try:\n"
+            f"    build_cluster_pipeline(Config.model_validate({config!r}))\n"
+            "except ClusterError as exc:\n"
+            "    print(exc, flush=True)\n"
+            f"time.sleep({LINGER_S})\n"
+            "print('still here', file=sys.stderr)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=LINGER_S + IMPORT_MARGIN_S
+        )
+        assert server.accepted
+    finally:
+        server.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"the Ray cluster at 127.0.0.1:{server.port} did not answer within 2 s")
+    assert done.stderr == "still here\n"
 
 
 def test_a_worker_that_cannot_start_is_one_line_with_its_reason(ray_cluster, videos, davis, tmp_path):
