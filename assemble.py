@@ -87,27 +87,35 @@ def source_specs(config: Config, allow_none: bool = False) -> list[tuple[str, st
 def open_sources(config: Config, allow_none: bool = False) -> list[Source]:
     """Open every source now (closing those already open if one fails); none only with `allow_none`."""
     opened: list[Source] = []
-    s = config.source
     specs = source_specs(config, allow_none)
     check_prompt_sources(config, [source_id for _, source_id in specs])  # before anything connects
     try:
         for spec, source_id in specs:
-            opened.append(
-                open_source(
-                    spec,
-                    source_id=source_id,
-                    folder_fps=s.fps,
-                    stream=stream_settings(config),
-                    camera_size=s.camera_size,
-                    camera_fps=s.camera_fps,
-                    skip_bad_images=s.skip_bad_images,
-                )
-            )
+            opened.append(open_configured(config, spec, source_id))
     except BaseException:
         for source in opened:
             source.close()
         raise
     return opened
+
+
+def open_configured(config: Config, spec: str, source_id: str) -> Source:
+    """Open one source with the config's `source` settings (folder rate, streams, cameras, bad images).
+
+    Raises:
+        SourceError: Nothing to open at `spec`.
+        SourceConnectionError: A stream or camera cannot be opened.
+    """
+    s = config.source
+    return open_source(
+        spec,
+        source_id=source_id,
+        folder_fps=s.fps,
+        stream=stream_settings(config),
+        camera_size=s.camera_size,
+        camera_fps=s.camera_fps,
+        skip_bad_images=s.skip_bad_images,
+    )
 
 
 def check_prompt_sources(config: Config, source_ids: list[str]) -> None:
@@ -354,16 +362,7 @@ class StreamFactory:
         Raises:
             SourceError: Nothing to open there.
         """
-        s = self.config.source
-        return open_source(
-            request.path,
-            source_id=request.source_id,
-            folder_fps=s.fps,
-            stream=stream_settings(self.config),
-            camera_size=s.camera_size,
-            camera_fps=s.camera_fps,
-            skip_bad_images=s.skip_bad_images,
-        )
+        return open_configured(self.config, request.path, request.source_id)
 
     def __call__(self, path: str, stream_id: str | None, prompt: dict | None, taken: Sequence[str]) -> OpenedStream:
         """Open the source and its outputs (see service.core.StreamOpener)."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..assemble import alert_outputs, load_text_scorer, place_stage, stream_settings, tracker_factory
+from ..assemble import alert_outputs, load_text_scorer, open_configured, place_stage, tracker_factory
 from ..config import Config
 from ..core import Box, Prompt
 from ..pipeline import BatchSettings, Pipeline
@@ -27,7 +27,6 @@ from ..service.frames import Preview
 from ..service.metrics import GpuMemory, torch_gpu_memory
 from ..sinks import Sink, VideoSink
 from ..sinks.jsonl import TrackRecords
-from ..sources import open_source
 from ..trackers import make_tracker
 from .records import HomeMessage, HomeSink, Outbox, PreviewTap
 from .resume import RenumberedTracker, ResumedSource
@@ -176,16 +175,7 @@ class StreamWorker:
             SourceError: The source cannot be opened here.
             StreamConflictError: A stream of that id runs here already, or the worker is stopping.
         """
-        s = self.config.source
-        source = open_source(
-            spec.path,
-            source_id=spec.source_id,
-            folder_fps=s.fps,
-            stream=stream_settings(self.config),
-            camera_size=s.camera_size,
-            camera_fps=s.camera_fps,
-            skip_bad_images=s.skip_bad_images,
-        )
+        source = open_configured(self.config, spec.path, spec.source_id)
         if spec.start:
             source = ResumedSource(source, spec.start)
         folder = Path(spec.folder)
