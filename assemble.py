@@ -424,7 +424,7 @@ def build_pipeline(
         made += [k for ks in outputs.values() for k in ks] + [p for p in places.values() if p is not None]
         alerts = alert_outputs(config)
         made += alerts
-        segmenter = segmenter or UltralyticsSegmenter(config.model)
+        segmenter = segmenter or UltralyticsSegmenter(config.model, features=config.tracker.wants_embeddings)
         return Pipeline(
             sources,
             segmenter,

@@ -68,6 +68,18 @@ class LazyMasks(Protocol):
         ...
 
 
+class LazyEmbeddings(Protocol):
+    """Appearance descriptors computed only for the rows someone asks about (see pipeline/embeddings.py)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: np.ndarray) -> LazyEmbeddings: ...
+
+    def compute(self) -> np.ndarray:
+        """All rows' descriptors as a k×D float32 array of unit (or zero) vectors."""
+        ...
+
+
 @dataclass(frozen=True, eq=False)
 class DenseMasks:
     """Masks already at full resolution (tests, mask prompts, models that return pixels)."""
@@ -103,10 +115,11 @@ class Instances:
     """One frame's segmentation as parallel arrays, like supervision's `Detections`.
 
     `boxes` are N×4 xyxy in source pixels, `scores` N, `class_ids` N or None. Masks stay lazy: ask
-    `masks()` for the rows you need and only those are assembled at source resolution.
+    `masks()` for the rows you need and only those are assembled at source resolution. So do
+    appearance descriptors (`embeddings()`), when the segmenter was asked for them.
     """
 
-    __slots__ = ("boxes", "scores", "class_ids", "image_shape", "_masks")
+    __slots__ = ("boxes", "scores", "class_ids", "image_shape", "_masks", "_embeddings")
 
     def __init__(
         self,
@@ -115,6 +128,7 @@ class Instances:
         image_shape: tuple[int, int],
         class_ids: np.ndarray | None = None,
         masks: LazyMasks | None = None,
+        embeddings: LazyEmbeddings | None = None,
     ) -> None:
         boxes = np.asarray(boxes, dtype=np.float32)
         if boxes.size == 0:
@@ -131,6 +145,8 @@ class Instances:
                 raise ValueError(f"Instances.class_ids must have shape ({n},), got {class_ids.shape}")
         if masks is not None and len(masks) != n:
             raise ValueError(f"Instances has {n} boxes but {len(masks)} masks")
+        if embeddings is not None and len(embeddings) != n:
+            raise ValueError(f"Instances has {n} boxes but {len(embeddings)} embeddings")
         if len(image_shape) != 2 or min(image_shape) <= 0:
             raise ValueError(f"Instances.image_shape must be (height, width), got {image_shape}")
         self.boxes = boxes
@@ -138,6 +154,7 @@ class Instances:
         self.class_ids = class_ids
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self._masks = masks
+        self._embeddings = embeddings
 
     @classmethod
     def empty(cls, image_shape: tuple[int, int]) -> Instances:
@@ -155,12 +172,35 @@ class Instances:
             self.image_shape,
             None if self.class_ids is None else self.class_ids[idx],
             None if self._masks is None else self._masks[idx],
+            None if self._embeddings is None else self._embeddings[idx],
         )
 
     @property
     def has_masks(self) -> bool:
         """Whether these instances carry masks (`masks()` raises ValueError when not)."""
         return self._masks is not None
+
+    @property
+    def has_embeddings(self) -> bool:
+        """Whether these instances carry appearance descriptors (`embeddings()` raises ValueError when not)."""
+        return self._embeddings is not None
+
+    def embeddings(self, index: int | slice | Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """k×D unit appearance descriptors for the rows in `index` (all rows when None), computed now.
+
+        Args:
+            index: The rows.
+
+        Returns:
+            k×D float32; cosine similarity is their dot product.
+
+        Raises:
+            ValueError: These instances carry none.
+        """
+        if self._embeddings is None:
+            raise ValueError("these instances carry no embeddings")
+        chosen = self._embeddings if index is None else self._embeddings[_as_index(index)]
+        return chosen.compute()
 
     @property
     def areas(self) -> np.ndarray:

@@ -132,7 +132,7 @@ class StreamWorker:
         if make_segmenter is None:
             from ..pipeline import UltralyticsSegmenter
 
-            segmenter = UltralyticsSegmenter(config.model)
+            segmenter = UltralyticsSegmenter(config.model, features=config.tracker.wants_embeddings)
         else:
             segmenter = make_segmenter(config.model)
         self.alerts: list[Sink] = alert_outputs(_own_client_ids(config, name))  # each sends its own streams' alerts

@@ -90,7 +90,7 @@ def _evaluate(args: argparse.Namespace, config: Any, items: list, out: Path) -> 
     from ..pipeline.segmenter import UltralyticsSegmenter
     from . import runner
 
-    segmenter = UltralyticsSegmenter(config.model)  # once, for every sequence
+    segmenter = UltralyticsSegmenter(config.model, features=config.tracker.wants_embeddings)  # once, for every sequence
     log, limit = _log(args), args.max_frames
     if args.eval_kind == "davis":
         results = runner.evaluate_davis(items, config, segmenter, args.prompt, limit, log)

@@ -2,7 +2,9 @@
 
 The weights file's suffix chooses. Both take a float NCHW batch in [0, 1] and give back
 (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as torch tensors, so NMS and mask assembly
-are the same whichever engine ran.
+are the same whichever engine ran. Asked for them (`run(images, features=True)`), both also give
+the P3 neck map the Segment head starts from, B×C×h/8×w/8: appearance descriptors pool it
+(pipeline/embeddings.py).
 
 ONNX Runtime is there because it can run this network's CPU forward pass faster than PyTorch
 (the README's Speed section has the figures and the command); outputs match within float
@@ -42,6 +44,18 @@ class Engine(Protocol):
         """
         ...
 
+    def run(self, images: torch.Tensor, features: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The forward pass, with the P3 map when `features`.
+
+        Args:
+            images: B×3×H×W float in [0, 1].
+            features: Also return the P3 neck map.
+
+        Returns:
+            (predictions, prototypes, P3 map B×C×H/8×W/8 or None when not asked for).
+        """
+        ...
+
 
 def split_outputs(outputs: object) -> tuple[torch.Tensor, torch.Tensor]:
     """(predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) from a segmentation model's forward output."""
@@ -76,6 +90,17 @@ class TorchEngine:
         # ultralytics' Detect head caches its anchors for the last input shape: two pipelines
         # sharing one model from two threads would race on that cache.
         self._lock = threading.Lock()
+        # The Segment head's inputs are the neck's P3, P4, P5 maps: a hook keeps P3 when asked
+        # (under the lock, so a concurrent caller never sees another batch's map).
+        self._capture: list[torch.Tensor] | None = None
+        head = model.model[-1] if hasattr(model, "model") and len(model.model) else None
+        self.has_features = head is not None and hasattr(head, "proto")
+        if self.has_features:
+            head.register_forward_pre_hook(self._keep_p3)
+
+    def _keep_p3(self, _module: object, inputs: tuple) -> None:
+        if self._capture is not None:
+            self._capture.append(inputs[0][0])
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The forward pass, one call at a time (see the lock in `__init__`).
@@ -86,9 +111,33 @@ class TorchEngine:
         Returns:
             (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw).
         """
+        predictions, protos, _ = self.run(images, features=False)
+        return predictions, protos
+
+    def run(self, images: torch.Tensor, features: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The forward pass, with the P3 map the Segment head was given when `features`.
+
+        Args:
+            images: B×3×H×W float in [0, 1] on the model's device.
+            features: Also return P3 (B×C×H/8×W/8, on the device, in the model's precision).
+
+        Returns:
+            (predictions, prototypes, P3 or None).
+
+        Raises:
+            ModelError: Features asked of a model without a Segment head.
+        """
+        if features and not self.has_features:
+            raise ModelError("this model has no Segment head to take appearance features from")
         images = images.contiguous(memory_format=torch.channels_last)  # a no-op for prepared batches
         with self._lock:
-            return split_outputs(self.model(images.half() if self.half else images))
+            self._capture = [] if features else None
+            try:
+                predictions, protos = split_outputs(self.model(images.half() if self.half else images))
+                p3 = self._capture[0] if features else None
+            finally:
+                self._capture = None
+        return predictions, protos, p3
 
 
 class OnnxEngine:
@@ -100,7 +149,7 @@ class OnnxEngine:
 
     channels_last = False  # it takes plain NCHW arrays
 
-    def __init__(self, path: str | Path, threads: int, cuda_device: int | None = None) -> None:
+    def __init__(self, path: str | Path, threads: int, cuda_device: int | None = None, features: bool = False) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -114,8 +163,17 @@ class OnnxEngine:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise ModelError("--device cuda with an ONNX model needs onnxruntime-gpu installed")
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_device}))
+        # With features, the graph is loaded with P3 as a third output (edited in memory); without,
+        # as it is, so that nothing blocks ONNX Runtime's fusions around P3.
+        p3 = _p3_output(path) if features else None  # None: an export where P3 cannot be found (has_features)
+        if p3 is not None:
+            try:
+                self.session = ort.InferenceSession(p3[1], options, providers=providers)
+            except Exception:  # noqa: BLE001 - an edit ONNX Runtime rejects: the model still runs, without features
+                p3 = None
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            if p3 is None:
+                self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's own Fail/InvalidGraph types: all become a ModelError
             raise ModelError(f"cannot load {path} in ONNX Runtime: {str(exc).splitlines()[0]}") from None
         if cuda_device is not None and self.session.get_providers()[0] != "CUDAExecutionProvider":
@@ -134,6 +192,9 @@ class OnnxEngine:
                 raise ModelError(f"{path} takes input {shape}: export it with dynamic=True, or static and square")
             self.fixed_input = (shape[0], shape[2], shape[3])
         self._input = self.session.get_inputs()[0].name
+        self._outputs = [o.name for o in self.session.get_outputs()[:2]]
+        self._p3_name = p3[0] if p3 else None
+        self.has_features = p3 is not None
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The forward pass in ONNX Runtime, which takes host arrays.
@@ -144,9 +205,65 @@ class OnnxEngine:
         Returns:
             (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as CPU tensors.
         """
+        predictions, protos, _ = self.run(images, features=False)
+        return predictions, protos
+
+    def run(self, images: torch.Tensor, features: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The forward pass in ONNX Runtime, with the P3 map when `features`.
+
+        Args:
+            images: B×3×H×W float in [0, 1], on any device (copied to a float32 host array).
+            features: Also return P3 (the engine must have been loaded with `features=True`).
+
+        Returns:
+            (predictions, prototypes, P3 or None) as CPU tensors.
+
+        Raises:
+            ModelError: Features asked of an engine loaded without them.
+        """
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        predictions, protos = self.session.run(None, {self._input: array})[:2]
-        return torch.from_numpy(predictions), torch.from_numpy(protos)
+        if not features:
+            predictions, protos = self.session.run(self._outputs, {self._input: array})
+            return torch.from_numpy(predictions), torch.from_numpy(protos), None
+        if not self.has_features:
+            raise ModelError("this ONNX engine was loaded without appearance features (features=True)")
+        predictions, protos, p3 = self.session.run([*self._outputs, self._p3_name], {self._input: array})
+        return torch.from_numpy(predictions), torch.from_numpy(protos), torch.from_numpy(p3)
+
+
+def _p3_output(path: str | Path) -> tuple[str, bytes] | None:
+    """The P3 map's tensor name in an ultralytics segmentation export, and the graph with it as an output.
+
+    P3 is what the Segment head's prototype branch starts from: the input of its first
+    convolution (`.../proto/cv1/conv/Conv`), behind the quantizer in an int8 export. Exports
+    only name their two outputs, so the graph is edited in memory (nothing is written to disk).
+
+    Returns:
+        (name, serialized model), or None when the graph has no such node.
+    """
+    import onnx  # the [onnx] extra installs it with onnxruntime
+
+    try:
+        model = onnx.load(str(path))
+    except Exception:  # noqa: BLE001 - a file onnx cannot parse: ONNX Runtime's load then says what is wrong
+        return None
+    producers = {out: node for node in model.graph.node for out in node.output}
+    first = next((n for n in model.graph.node if "/proto/cv1/conv/Conv" in n.name and n.input), None)
+    if first is None:
+        return None
+    name = first.input[0]
+    while name in producers and producers[name].op_type in _QUANTIZERS:
+        name = producers[name].input[0]  # back through the int8 quantizer to the float map
+    if name not in producers:
+        return None
+    known = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    elem_type = known.get(name, onnx.TensorProto.FLOAT)  # an fp16 export declares its maps as FLOAT16
+    model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
+    return name, model.SerializeToString()
+
+
+# What an int8 export puts between a float map and a convolution that reads it.
+_QUANTIZERS = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "Cast"}
 
 
 def _names(text: str | None) -> dict[int, str]:

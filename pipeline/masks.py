@@ -60,6 +60,30 @@ class ProtoMasks:
         return ProtoMasks(self.protos, self.coefficients[index], self.boxes[index], self.letterbox)
 
     @inference_mode
+    def low_res(self) -> torch.Tensor:
+        """Every instance's mask at the prototypes' resolution (network input / 4), cropped to its box.
+
+        What appearance descriptors pool under (pipeline/embeddings.py): a coarse mask is enough
+        to average features, and it costs one small matrix product for all rows.
+
+        Returns:
+            N×mh×mw bool tensor on the prototypes' device, in network-input coordinates.
+        """
+        c, mh, mw = self.protos.shape
+        logits = (self.coefficients.float() @ self.protos.float().view(c, -1)).view(-1, mh, mw)
+        lb = self.letterbox
+        ih, iw = lb.input_shape
+        boxes = self.boxes.float().clone()  # source pixels → prototype cells
+        boxes[:, [0, 2]] = (boxes[:, [0, 2]] * lb.gain + lb.left) * (mw / iw)
+        boxes[:, [1, 3]] = (boxes[:, [1, 3]] * lb.gain + lb.top) * (mh / ih)
+        xs = torch.arange(mw, device=logits.device).view(1, 1, -1) + 0.5
+        ys = torch.arange(mh, device=logits.device).view(1, -1, 1) + 0.5
+        boxes = boxes.to(logits.device)
+        inside = (xs >= boxes[:, 0, None, None]) & (xs <= boxes[:, 2, None, None])
+        inside = inside & (ys >= boxes[:, 1, None, None]) & (ys <= boxes[:, 3, None, None])
+        return (logits > 0) & inside
+
+    @inference_mode
     def render(self) -> np.ndarray:
         """Every instance's mask at source resolution, each computed inside its box only.
 

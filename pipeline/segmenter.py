@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 from ..core import Frame, Instances
 from ..errors import ConfigError, ModelError
 from ..settings import Fraction01, Settings
+from .embeddings import PooledEmbeddings
 from .engines import Engine, OnnxEngine, TorchEngine
 from .lazy_torch import inference_mode, torch
 from .masks import Letterbox, ProtoMasks
@@ -272,15 +273,15 @@ class _Prepared:
     on_device: bool = False
 
 
-def load_engine(settings: SegmenterSettings, device: torch.device) -> Engine:
-    """PyTorch for *.pt checkpoints, ONNX Runtime for *.onnx exports."""
+def load_engine(settings: SegmenterSettings, device: torch.device, features: bool = False) -> Engine:
+    """PyTorch for *.pt checkpoints, ONNX Runtime for *.onnx exports (`features`: with the P3 map as an output)."""
     if Path(settings.weights).suffix == ".onnx":
         if not Path(settings.weights).expanduser().is_file():
             raise ModelError(f"weights file not found: {settings.weights}")
         if settings.half:
             raise ConfigError("half precision applies to PyTorch weights (*.pt), not to ONNX models")
         cuda_device = (device.index or 0) if device.type == "cuda" else None
-        return OnnxEngine(Path(settings.weights).expanduser(), settings.threads or cpu_count(), cuda_device)
+        return OnnxEngine(Path(settings.weights).expanduser(), settings.threads or cpu_count(), cuda_device, features)
     return TorchEngine(load_segmentation_model(settings.weights, device), half=settings.half)
 
 
@@ -290,16 +291,28 @@ class UltralyticsSegmenter:
     Frames are grouped by size and each group is letterboxed to its own minimal stride-padded
     rectangle, so a frame's result does not depend on what else shared its batch (a frame from
     one camera segments the same whether it is batched with others or alone).
+
+    Args:
+        settings: The model section.
+        engine: A loaded engine (tests); None: loaded from `settings.weights`.
+        features: Instances carry appearance descriptors (`Instances.embeddings`), pooled from
+            the network's P3 map, which each frame's result then keeps on the device. A model
+            whose P3 cannot be found gives none (a warning says so): `self.features` is False.
     """
 
-    def __init__(self, settings: SegmenterSettings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: SegmenterSettings, engine: Engine | None = None, features: bool = False) -> None:
         self.settings = settings
         self.device = resolve_device(settings.device)
         if settings.half and self.device.type != "cuda":
             raise ConfigError("half precision needs a CUDA device")
         torch.set_num_threads(settings.threads or cpu_count())
         quiet_ultralytics()
-        self.engine = engine if engine is not None else load_engine(settings, self.device)
+        self.engine = engine if engine is not None else load_engine(settings, self.device, features)
+        if features and not getattr(self.engine, "has_features", False):
+            # The tracker then tells targets apart by colour, as it did before it had features.
+            log.warning("%s: no P3 map found to take appearance features from; trackers use colour", settings.weights)
+            features = False
+        self.features = features
         self.stride = self.engine.stride
         self.class_names = self.engine.class_names
         # On a GPU, letterboxing runs there (from pinned host memory); on the CPU, OpenCV does it.
@@ -366,16 +379,17 @@ class UltralyticsSegmenter:
             images = group.images.to(device, non_blocking=True)
             if group.on_device:
                 images = letterbox_on_device(images, group.letterboxes[0])
-            predictions, protos = self.engine(images)
+            predictions, protos, p3 = self.engine.run(images, self.features)
             detections = self._nms(
                 predictions, s.conf, s.iou, agnostic=s.agnostic_nms, max_det=s.max_det, nc=len(self.class_names)
             )
             # strict=False: a static export's batch is padded to its size; the padding's outputs are left out.
-            for row, det, proto, lb in zip(group.rows, detections, protos, group.letterboxes, strict=False):
-                results[row] = self._instances(det, proto, lb)
+            maps = p3 if p3 is not None else [None] * len(protos)
+            for row, det, proto, fmap, lb in zip(group.rows, detections, protos, maps, group.letterboxes, strict=False):
+                results[row] = self._instances(det, proto, fmap, lb)
         return [results[i] for i in range(len(results))]
 
-    def _instances(self, det: torch.Tensor, proto: torch.Tensor, lb: Letterbox) -> Instances:
+    def _instances(self, det: torch.Tensor, proto: torch.Tensor, fmap: torch.Tensor | None, lb: Letterbox) -> Instances:
         boxes = lb.boxes_to_source(det[:, :4].float())
         masks = ProtoMasks(proto, det[:, 6:], boxes, lb)
         return Instances(
@@ -384,4 +398,5 @@ class UltralyticsSegmenter:
             lb.source_shape,
             class_ids=det[:, 5].long().cpu().numpy(),
             masks=masks,
+            embeddings=PooledEmbeddings(fmap, masks) if fmap is not None else None,
         )

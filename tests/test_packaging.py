@@ -63,6 +63,7 @@ fastsam_stream.pipeline.engines
 fastsam_stream.pipeline.intake
 fastsam_stream.pipeline.lane
 fastsam_stream.pipeline.lazy_torch
+fastsam_stream.pipeline.embeddings
 fastsam_stream.pipeline.masks
 fastsam_stream.pipeline.places
 fastsam_stream.pipeline.prompts
@@ -98,6 +99,8 @@ fastsam_stream.sources.redact
 fastsam_stream.trackers
 fastsam_stream.trackers.appearance
 fastsam_stream.trackers.base
+fastsam_stream.trackers.camera_motion
+fastsam_stream.trackers.gallery
 fastsam_stream.trackers.iou_tracker
 fastsam_stream.trackers.kalman
 fastsam_stream.trackers.lifecycle
@@ -105,6 +108,7 @@ fastsam_stream.trackers.matching
 fastsam_stream.trackers.registry
 fastsam_stream.trackers.bytetrack
 fastsam_stream.trackers.bytetrack.association
+fastsam_stream.trackers.bytetrack.looks
 fastsam_stream.trackers.bytetrack.parts
 fastsam_stream.trackers.bytetrack.reacquire
 fastsam_stream.trackers.bytetrack.settings

@@ -31,6 +31,14 @@ class TrackerSettings(Settings):
         None, ge=0, description="frames a lost target is kept; null: never removed (it gets its id back on return)"
     )
 
+    @property
+    def wants_embeddings(self) -> bool:
+        """Whether this tracker uses the segmenter's appearance descriptors (`Instances.embeddings`).
+
+        The pipeline then asks the segmenter for them; a tracker that does not costs nothing.
+        """
+        return False
+
 
 @runtime_checkable
 class Tracker(Protocol):

@@ -80,3 +80,27 @@ class BoxKalman:
         scale = np.concatenate([factor, factor])
         self.mean = self.mean * scale
         self.covariance = self.covariance * np.outer(scale, scale)
+
+    def warp(self, matrix: np.ndarray) -> None:
+        """Move the state into this frame's coordinates by the camera's motion (trackers/camera_motion.py).
+
+        Once per frame, before matching. BoT-SORT warps right after `predict()`; the other order
+        gives the same mean and covariance (the two linear maps commute), but for the process
+        noise's size. The centre is mapped by the affine; the velocity turns (and stretches) with
+        its linear part L but does not translate; width, height and their rates scale by
+        s = sqrt |det L|, so the box stays axis-aligned. The covariance goes through the same
+        linear map.
+
+        Args:
+            matrix: 2×3 affine A with [x', y'] = A @ [x, y, 1], from the previous frame's pixel
+                coordinates to this frame's, in the coordinates the boxes are in.
+        """
+        linear, shift = matrix[:, :2], matrix[:, 2]
+        scale = np.sqrt(abs(np.linalg.det(linear)))
+        transform = np.zeros((2 * _DIM, 2 * _DIM))
+        for first in (0, _DIM):  # the (cx, cy) and (vcx, vcy) pairs turn; the size entries scale
+            transform[first : first + 2, first : first + 2] = linear
+            transform[first + 2 : first + 4, first + 2 : first + 4] = scale * np.eye(2)
+        self.mean = transform @ self.mean
+        self.mean[:2] += shift
+        self.covariance = transform @ self.covariance @ transform.T

@@ -11,7 +11,7 @@ for a while is more likely clutter than the object.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -19,6 +19,10 @@ from ...core import Instances
 from ..matching import box_iou, linear_assignment
 from .settings import ByteTrackerSettings
 from .track import KalmanTrack
+
+FORBIDDEN = 1e6  # a cost no match takes (lapjv wants finite costs)
+# (tracks, candidate rows, their IoU, the round's min_iou) → tracks × rows added to 1 − IoU (inf: never).
+ExtraCost = Callable[[Sequence[KalmanTrack], np.ndarray, np.ndarray, float], np.ndarray]
 
 
 def split_by_score(
@@ -50,6 +54,7 @@ def associate(
     taken: Collection[int],
     settings: ByteTrackerSettings,
     frame: int,
+    extra_cost: ExtraCost | None = None,
 ) -> dict[int, int]:
     """Algorithm 1, lines 12-17: the first association round, then the second.
 
@@ -62,19 +67,25 @@ def associate(
         taken: Rows no track here may take.
         settings: Thresholds, and whether mask IoU joins the cost.
         frame: This frame's index (a track seen last frame has `last_seen == frame - 1`).
+        extra_cost: Adds to both rounds' costs (targets' appearance, looks.py); None: IoU alone.
 
     Returns:
         Track id → row, for the tracks matched.
     """
     high, low = split_by_score(instances, taken, settings)
-    matched = match_round(tracks, instances, high, settings.min_iou, settings.match_masks)
+    matched = match_round(tracks, instances, high, settings.min_iou, settings.match_masks, extra_cost)
     recent = [t for t in tracks if t.id not in matched and t.last_seen == frame - 1]
-    matched.update(match_round(recent, instances, low, settings.low_min_iou, settings.match_masks))
+    matched.update(match_round(recent, instances, low, settings.low_min_iou, settings.match_masks, extra_cost))
     return matched
 
 
 def match_round(
-    tracks: Sequence[KalmanTrack], instances: Instances, rows: np.ndarray, min_iou: float, match_masks: bool = False
+    tracks: Sequence[KalmanTrack],
+    instances: Instances,
+    rows: np.ndarray,
+    min_iou: float,
+    match_masks: bool = False,
+    extra_cost: ExtraCost | None = None,
 ) -> dict[int, int]:
     """One round: the Hungarian assignment on 1 − IoU of the predicted boxes and the `rows`' boxes.
 
@@ -86,6 +97,7 @@ def match_round(
         rows: The candidate rows.
         min_iou: The least IoU of a match.
         match_masks: Average box IoU with mask IoU (the predicted box standing for the track's mask).
+        extra_cost: A term added to 1 − IoU (appearance); pairs it makes cost over 1 − min_iou stay unmatched.
 
     Returns:
         Track id → row, for the tracks matched.
@@ -95,7 +107,10 @@ def match_round(
     iou = box_iou(np.array([t.box for t in tracks]), instances.boxes[rows])
     if match_masks and instances.has_masks:
         iou = (iou + mask_iou(tracks, instances, rows, iou)) / 2
-    pairs, _, _ = linear_assignment(1.0 - iou, cost_limit=1.0 - min_iou)
+    cost = 1.0 - iou
+    if extra_cost is not None:
+        cost = np.minimum(cost + extra_cost(tracks, rows, iou, min_iou), FORBIDDEN)
+    pairs, _, _ = linear_assignment(cost, cost_limit=1.0 - min_iou)
     return {tracks[t].id: int(rows[r]) for t, r in pairs}
 
 

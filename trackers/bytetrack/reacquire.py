@@ -108,6 +108,24 @@ def search_by_colour(
     return best[1] if best is not None and best[0] >= settings.min_appearance else None
 
 
+def colour_similarity(track: KalmanTrack, instances: Instances, row: int, image: np.ndarray | None) -> float | None:
+    """How alike the colours of instance `row` and the target are; None when either has none (a grey frame).
+
+    Args:
+        track: A target, with or without a colour model.
+        instances: This frame's instances, with masks.
+        row: The candidate.
+        image: The frame (BGR), or None.
+
+    Returns:
+        1 − Bhattacharyya distance, or None.
+    """
+    if image is None or track.colour is None or not instances.has_masks:
+        return None
+    look = appearance.colour_histogram(image, instances.masks([row])[0], instances.boxes[row])
+    return None if look is None else appearance.similarity(track.colour, look)
+
+
 def refresh_colour(track: KalmanTrack, instances: Instances, rows: list[int], image: np.ndarray, frame: int) -> None:
     """Blend the target's look under `rows` (its row and parts) into its colour model.
 

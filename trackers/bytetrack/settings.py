@@ -1,7 +1,8 @@
 """The bytetrack tracker's settings: ByteTrack's own, then those of the steps for prompted targets.
 
 ByteTrack adds two score thresholds and a second IoU threshold to what every tracker has; the
-target steps add parts and re-acquisition by colour.
+target steps add parts, appearance (network features or colour) and re-acquisition; camera motion
+moves every prediction.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ..base import TrackerSettings
 
 
 class ByteTrackerSettings(TrackerSettings):
-    """The default tracker, bytetrack: ByteTrack, with parts and re-acquisition by colour for targets.
+    """The default tracker, bytetrack: ByteTrack with camera motion; for targets, parts, appearance, re-acquisition.
 
     min_iou, max_age and target_max_age are every tracker's (TrackerSettings).
     """
@@ -58,6 +59,45 @@ class ByteTrackerSettings(TrackerSettings):
     min_appearance: Fraction01 = Field(
         0.6, description="colour similarity (1 − Bhattacharyya distance) a re-acquired instance needs"
     )
+    # Appearance (looks.py)
+    appearance: Literal["features", "colour"] = Field(
+        "features",
+        description="what a target looks like: the segmenter's own features pooled under its mask (a gallery "
+        "that gates and refines its matches and re-acquires it), or its colour histogram (re-acquisition only); "
+        "features fall back to colour with a segmenter that gives none",
+    )
+    appearance_for: Literal["targets", "all"] = Field(
+        "targets",
+        description="which tracks keep a gallery and match by appearance: the prompted targets (a few descriptors "
+        "a frame), or every track (BoT-SORT's way: a descriptor per candidate of every track)",
+    )
+    appearance_weight: float = Field(
+        4.0, ge=0.0, description="matching cost per unit of similarity an instance falls short of the target's usual"
+    )
+    appearance_gate: float = Field(
+        0.15, gt=0.0, le=2.0, description="an instance this far short of the target's usual similarity never matches it"
+    )
+    reacquire_margin: float = Field(
+        0.05,
+        ge=0.0,
+        le=2.0,
+        description="a lost target takes back an instance at most this far short of its usual similarity",
+    )
+
+    # Camera motion
+    camera_motion: bool = Field(
+        True,
+        description="estimate how the camera moved since the last frame (sparse optical flow + RANSAC, as "
+        "BoT-SORT's GMC) and move every track's prediction by it; a still camera costs the estimate only",
+    )
+    camera_motion_width: int = Field(
+        256, ge=16, le=1920, description="frames are shrunk to this width for the camera-motion estimate"
+    )
+
+    @property
+    def wants_embeddings(self) -> bool:
+        """Whether the segmenter should give appearance descriptors (TrackerSettings.wants_embeddings)."""
+        return self.appearance == "features"
 
     @model_validator(mode="after")
     def _scores_ordered(self) -> ByteTrackerSettings:

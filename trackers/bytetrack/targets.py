@@ -16,6 +16,7 @@ import numpy as np
 
 from ...core import Instances
 from ..matching import box_iou, union_box
+from . import looks as looks_
 from . import parts, reacquire
 from .settings import ByteTrackerSettings
 from .track import KalmanTrack
@@ -34,12 +35,13 @@ def complete_target(
     image: np.ndarray | None,
     frame: int,
     settings: ByteTrackerSettings,
+    looks: looks_.FrameLooks | None = None,
 ) -> int | None:
     """Steps (a) and (b) for one target; sets `track.parts`.
 
     (a) its parts, when the instance it matched does not fill its predicted box, or when none
-    matched (the object may have split); (b) when it is still lost, itself found by colour near
-    where it should be.
+    matched (the object may have split); (b) when it is still lost, itself found near where it
+    should be, by its gallery of network descriptors (`looks`) or else by colour.
 
     Args:
         track: A target, predicted to this frame.
@@ -50,6 +52,7 @@ def complete_target(
         image: The frame (BGR), or None: no re-acquisition.
         frame: This frame's index.
         settings: The tracker's settings.
+        looks: This frame's descriptors (appearance: features), or None: colour.
 
     Returns:
         The target's (main) row this frame, or None while it is lost.
@@ -58,8 +61,12 @@ def complete_target(
     if settings.merge_parts and not parts.fills_its_box(boxes, row, track.box):
         unclaimed = [r for r in free if not parts.claimed(r, boxes, others)]
         row, track.parts = parts.take_parts(track.box, boxes, row, unclaimed, settings.part_inside, settings.min_iou)
-    if row is None and settings.reacquire and image is not None and track.colour is not None:
-        row = reacquire.search_by_colour(track, instances, free, image, frame, settings)
+    if row is None and settings.reacquire:
+        if looks is not None and looks_.ready(track):
+            near = reacquire.candidates(track, instances, free, frame, settings)
+            row = looks_.best_look(track, instances, near, looks, image, settings)
+        elif image is not None and track.colour is not None:
+            row = reacquire.search_by_colour(track, instances, free, image, frame, settings)
     return row
 
 

@@ -2,7 +2,9 @@
 
 ByteTrack: Zhang et al. 2022, "ByteTrack: Multi-Object Tracking by Associating Every Detection
 Box", Algorithm 1. Per frame, as in Algorithm 1:
-  1. predict every track's box with its Kalman filter (line 10; trackers/kalman.py);
+  1. predict every track's box with its Kalman filter (line 10; trackers/kalman.py), then move
+     every prediction by the camera's motion since the last frame (not in ByteTrack: BoT-SORT's
+     global motion compensation; trackers/camera_motion.py), unless the camera stood still;
   2. associate the confident instances (score ≥ high_score) by IoU, then the low-score ones
      (low_score ≤ score < high_score) with the tracks still unmatched that were seen last frame
      (lines 4-17; association.py);
@@ -12,10 +14,12 @@ Box", Algorithm 1. Per frame, as in Algorithm 1:
   5. keep unmatched tracks as lost for `max_age` frames, then remove them (ByteTrack's rebirth
      buffer; trackers/lifecycle.py).
 For prompted targets (targets.py), between 2 and 3: targets associate first, on every instance,
-then (a) take the instances that complete them in their predicted box (parts.py), (b) when lost,
-look for themselves by colour near where they should be (reacquire.py), and (c) two targets never
-hold one object. Only then do the other tracks associate, on the instances left. After 4 the
-frame's target change (a prompt) applies, and matched targets refresh their colour model.
+with their appearance gating and refining the IoU cost (looks.py: a gallery of the segmenter's own
+descriptors, BoT-SORT style), then (a) take the instances that complete them in their predicted box
+(parts.py), (b) when lost, look for themselves by appearance and colour near where they should be
+(reacquire.py, looks.py), and (c) two targets never hold one object. Only then do the other tracks
+associate, on the instances left. After 4 the frame's target change (a prompt) applies, and matched
+targets refresh their gallery and colour model.
 
 Ids are counted per tracker; no state is shared between instances.
 """
@@ -26,10 +30,12 @@ import numpy as np
 
 from ...core import Instances, TargetChange, Track, TrackState
 from ..base import selected_parts
+from ..camera_motion import CameraMotion, affine_scale
 from ..kalman import BoxKalman
 from ..lifecycle import finish, snapshot
 from ..matching import box_iou, union_box
 from ..registry import register
+from . import looks as looks_
 from . import reacquire
 from .association import associate
 from .settings import ByteTrackerSettings
@@ -44,7 +50,7 @@ STOP_AFTER = 5
 
 @register("bytetrack", ByteTrackerSettings)
 class ByteTracker:
-    """ByteTrack with parts, re-acquisition by colour and one object one target for prompted targets.
+    """ByteTrack with camera motion; for prompted targets: appearance, parts, re-acquisition, one object one target.
 
     Args:
         settings: Thresholds of the association rounds, track lifetimes, and the target steps;
@@ -56,6 +62,8 @@ class ByteTracker:
         self._tracks: list[KalmanTrack] = []
         self._next_id = 1
         self._frame = -1
+        s = self.settings
+        self._camera = CameraMotion(s.camera_motion_width) if s.camera_motion else None
 
     def update(
         self, instances: Instances, targets: TargetChange | None = None, image: np.ndarray | None = None
@@ -72,22 +80,26 @@ class ByteTracker:
         """
         self._frame += 1
         self._predict()  # Algorithm 1, line 10
+        self._follow_camera(instances, image)
         # Targets first (not in ByteTrack): both rounds on every instance, then their own steps, so
         # that what they take (their parts, themselves found by colour) no other track can take.
         following = [t for t in self._tracks if t.is_target]
-        matched = associate(following, instances, set(), self.settings, self._frame)  # track id → row
+        looks = looks_.frame_looks(instances, self.settings)
+        extra = self._appearance_cost(looks) if looks is not None else None
+        matched = associate(following, instances, set(), self.settings, self._frame, extra)  # track id → row
         taken = set(matched.values())
-        self._complete_targets(following, instances, matched, taken, image)
+        self._complete_targets(following, instances, matched, taken, image, looks)
         # ByteTrack's two rounds (lines 12-17) for every other track, on the instances left.
         others = [t for t in self._tracks if not t.is_target]
-        matched.update(associate(others, instances, taken, self.settings, self._frame))
+        every_track = extra if self.settings.appearance_for == "all" else None
+        matched.update(associate(others, instances, taken, self.settings, self._frame, every_track))
         taken.update(matched.values())
         for track in self._tracks:
             if track.id in matched:
                 self._measure(track, instances, matched[track.id])
         self._start_tracks(instances, matched, taken)  # lines 20-22
         selected = self._change_targets(targets, instances, matched, taken) if targets is not None else {}
-        self._refresh_colours(instances, matched, image)
+        self._refresh_looks(instances, matched, image, looks)
         return self._finish(matched, selected)  # line 19: unmatched tracks are lost, then removed
 
     def rescale(self, sx: float, sy: float) -> None:
@@ -101,6 +113,8 @@ class ByteTracker:
             track.kalman.rescale(np.array([sx, sy, sx, sy]))
             if track.size is not None:
                 track.size = track.size * np.array([sx, sy])
+        if self._camera is not None:
+            self._camera.reset()  # the last frame was another size: there is nothing to compare with
 
     # -- ByteTrack -----------------------------------------------------------------------------
 
@@ -111,6 +125,22 @@ class ByteTracker:
             track.kalman.predict()
             if self._frame - track.last_seen > STOP_AFTER:
                 track.kalman.stop()
+
+    def _follow_camera(self, instances: Instances, image: np.ndarray | None) -> None:
+        """Move every prediction by the camera's motion since the last frame (BoT-SORT's GMC, after predict).
+
+        The objects' own boxes are kept out of the estimate (`exclude`): what moves there is them.
+        """
+        if self._camera is None or image is None:
+            return
+        motion = self._camera.estimate(image, exclude=instances.boxes[instances.scores >= self.settings.low_score])
+        if motion is None:  # a still camera, or nothing to compare with
+            return
+        scale = affine_scale(motion)
+        for track in self._tracks:
+            track.kalman.warp(motion)
+            if track.size is not None:
+                track.size = track.size * scale
 
     def _measure(self, track: KalmanTrack, instances: Instances, row: int) -> None:
         """A matched track's filter takes its instance (with its parts: the object is their union)."""
@@ -172,6 +202,7 @@ class ByteTracker:
         matched: dict[int, int],
         taken: set[int],
         image: np.ndarray | None,
+        looks: looks_.FrameLooks | None,
     ) -> None:
         """Steps (a)-(c) for the targets (targets.py), in order; what they take is `taken`."""
         scores = instances.scores
@@ -179,7 +210,7 @@ class ByteTracker:
         for track in following:
             free = [r for r in range(len(instances)) if r not in taken and scores[r] >= self.settings.low_score]
             row = complete_target(
-                track, instances, matched.get(track.id), free, others, image, self._frame, self.settings
+                track, instances, matched.get(track.id), free, others, image, self._frame, self.settings, looks
             )
             if row is not None:
                 matched[track.id] = row
@@ -212,6 +243,7 @@ class ByteTracker:
                 matched[track.id] = row
                 by_row[row] = track.id  # the same row added twice on one frame is one target
             track.is_target, track.colour, track.colour_at = True, None, -reacquire.APPEARANCE_EVERY
+            track.gallery = None  # a new target: what it looked like as another track's object says nothing
             if adding[row]:
                 track.parts = adding[row]
                 track.measured = union_box(instances.boxes[[row, *adding[row]]])
@@ -231,11 +263,28 @@ class ByteTracker:
             if track.born == self._frame:
                 self._tracks.remove(track)
 
-    def _refresh_colours(self, instances: Instances, matched: dict[int, int], image: np.ndarray | None) -> None:
-        """Matched targets update their colour model (step b needs it once they are lost)."""
-        if image is None or not instances.has_masks or not self.settings.reacquire:
-            return
+    def _appearance_cost(self, looks: looks_.FrameLooks):  # noqa: ANN202 - an association.ExtraCost
+        """The targets' appearance term of the association cost, on this frame's descriptors."""
+
+        def cost(tracks: list[KalmanTrack], rows: np.ndarray, iou: np.ndarray, min_iou: float) -> np.ndarray:
+            return looks_.association_cost(tracks, rows, iou, min_iou, looks, self.settings)
+
+        return cost
+
+    def _refresh_looks(
+        self, instances: Instances, matched: dict[int, int], image: np.ndarray | None, looks: looks_.FrameLooks | None
+    ) -> None:
+        """Matched targets update their gallery (features) and colour model: step (b) needs them once they are lost."""
+        every_track = self.settings.appearance_for == "all"
+        if looks is not None:  # every view needed, in one call
+            looks.of(
+                [row for t in self._tracks if (row := matched.get(t.id)) is not None and (t.is_target or every_track)]
+            )
         for track in self._tracks:
             row = matched.get(track.id)
-            if track.is_target and row is not None:
+            if row is None or not (track.is_target or every_track):
+                continue
+            if looks is not None:
+                looks_.remember(track, instances, row, looks, self.settings)
+            if track.is_target and image is not None and instances.has_masks and self.settings.reacquire:
                 reacquire.refresh_colour(track, instances, [row, *track.parts], image, self._frame)
