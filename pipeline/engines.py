@@ -241,7 +241,10 @@ def _p3_output(path: str | Path) -> tuple[str, bytes] | None:
     Returns:
         (name, serialized model), or None when the graph has no such node.
     """
-    import onnx  # the [onnx] extra installs it with onnxruntime
+    try:
+        import onnx  # the [onnx] extra installs it with onnxruntime
+    except ImportError:  # onnxruntime alone: the model runs, without features
+        return None
 
     try:
         model = onnx.load(str(path))

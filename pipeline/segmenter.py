@@ -379,7 +379,10 @@ class UltralyticsSegmenter:
             images = group.images.to(device, non_blocking=True)
             if group.on_device:
                 images = letterbox_on_device(images, group.letterboxes[0])
-            predictions, protos, p3 = self.engine.run(images, self.features)
+            if hasattr(self.engine, "run"):
+                predictions, protos, p3 = self.engine.run(images, self.features)
+            else:  # an engine of the earlier protocol: the forward pass only
+                (predictions, protos), p3 = self.engine(images), None
             detections = self._nms(
                 predictions, s.conf, s.iou, agnostic=s.agnostic_nms, max_det=s.max_det, nc=len(self.class_names)
             )

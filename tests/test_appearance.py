@@ -370,3 +370,24 @@ def test_the_pipeline_asks_for_descriptors_when_its_tracker_uses_them(segmenter,
             pipeline.close()
             source.close()
     assert asked == [True, False, False]
+
+
+def test_a_zero_descriptor_is_no_evidence_either_way():
+    """A mask too thin for one feature cell gives a zero descriptor: it neither costs nor forbids a match."""
+    from fastsam_stream.trackers.bytetrack.looks import _shortfall
+    from fastsam_stream.trackers.bytetrack.track import KalmanTrack
+    from fastsam_stream.trackers.gallery import Gallery
+    from fastsam_stream.trackers.kalman import BoxKalman
+
+    track = KalmanTrack(1, BoxKalman(np.array([0.0, 0.0, 10.0, 10.0])), 0.9, 0, 0, is_target=True)
+    track.gallery = Gallery()
+    view = np.zeros(8, np.float32)
+    view[0] = 1.0
+    track.gallery.add(view, exemplar=True)
+    track.gallery.add(view, exemplar=True)
+    other = np.zeros(8, np.float32)
+    other[1] = 1.0
+    shortfall = _shortfall(track, np.stack([view, other, np.zeros(8, np.float32)]))
+    assert shortfall[0] == pytest.approx(0.0, abs=1e-6)
+    assert shortfall[1] == pytest.approx(1.0, abs=1e-6)  # orthogonal: as unlike as can be
+    assert shortfall[2] == 0.0  # nothing seen: not "unlike"

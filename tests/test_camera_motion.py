@@ -257,3 +257,43 @@ def test_warp_box_agrees_with_the_kalman_warp():
     np.testing.assert_allclose(warp_box(box, matrix), kalman.box)
     # and it is not the identity
     assert np.abs(warp_box(box, matrix) - box).max() > 10
+
+
+# ------------------------------------------------------------------------------ in the tracker
+
+
+def test_boxes_over_the_whole_frame_do_not_blind_the_estimate(source):
+    """FastSAM segments the background too: a box over the whole frame must not exclude every corner."""
+    frames, truth = pan(source, 3, (6, -3), 1.01)
+    motion = CameraMotion()
+    everything = np.array([[0.0, 0.0, VIEW[0], VIEW[1]]])
+    motion.estimate(frames[0], exclude=everything)
+    for frame, true in zip(frames[1:], truth, strict=True):
+        found = motion.estimate(frame, exclude=everything)
+        assert found is not None and np.abs(found[:, 2] - true[:, 2]).max() < 1.0
+
+
+def _target_on_a_panning_camera(source, frames_lost: int):
+    """A ByteTracker with camera motion: a target seen on frame 0, then nothing while the camera pans 8 px a frame."""
+    from fastsam_stream.core import Instances, TargetChange
+    from fastsam_stream.trackers.bytetrack import ByteTracker, ByteTrackerSettings
+    from fastsam_stream.trackers.bytetrack.tracker import STOP_AFTER
+
+    frames, _ = pan(source, frames_lost, (8, 0))
+    tracker = ByteTracker(ByteTrackerSettings(appearance="colour", reacquire=False))
+    box = np.array([[300.0, 150.0, 420.0, 300.0]])
+    first = Instances(box, np.array([0.9]), (VIEW[1], VIEW[0]))
+    tracker.update(first, TargetChange.only(0), frames[0])
+    boxes = []
+    for frame in frames[1:]:
+        (track,) = [t for t in tracker.update(Instances.empty((VIEW[1], VIEW[0])), None, frame) if t.is_target]
+        boxes.append(np.array(track.box))
+    return boxes, STOP_AFTER
+
+
+def test_a_lost_targets_prediction_moves_with_the_camera_until_it_stops(source):
+    """Warped while its motion is still trusted (STOP_AFTER frames); a stopped prediction stays put."""
+    boxes, stop_after = _target_on_a_panning_camera(source, 12)
+    moved = [b[0] - a[0] for a, b in zip([np.array([300.0, 150.0, 420.0, 300.0]), *boxes], boxes, strict=False)]
+    assert all(abs(step - 8) < 1.0 for step in moved[:stop_after]), moved  # with the camera, 8 px a frame
+    assert all(abs(step) < 1e-9 for step in moved[stop_after + 1 :]), moved  # stopped: no warp, no velocity

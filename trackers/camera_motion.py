@@ -120,16 +120,12 @@ class CameraMotion:
 
     def _fit(self, previous: np.ndarray, exclude: np.ndarray | None, current: np.ndarray) -> np.ndarray | None:
         """The affine from `previous` to `current` in full-resolution pixels, or None when unreliable."""
-        corners = cv2.goodFeaturesToTrack(
-            previous,
-            maxCorners=self.max_corners,
-            qualityLevel=QUALITY_LEVEL,
-            minDistance=max(previous.shape[1] * CORNER_SPACING, 1.0),
-            mask=self._corner_mask(exclude),
-            blockSize=3,
-        )
+        corners = self._corners(previous, self._corner_mask(exclude))
+        if (corners is None or len(corners) < MIN_POINTS) and exclude is not None and len(exclude):
+            # The objects cover (nearly) the whole frame: take corners everywhere, RANSAC drops what moves.
+            corners = self._corners(previous, None)
         if corners is None or len(corners) < MIN_POINTS:
-            return None  # a blank or featureless frame, or everything excluded
+            return None  # a blank or featureless frame
         followed, status, _ = cv2.calcOpticalFlowPyrLK(
             previous, current, corners, None, winSize=FLOW_WINDOW, maxLevel=FLOW_LEVELS, criteria=FLOW_STOP
         )
@@ -143,6 +139,17 @@ class CameraMotion:
             return None
         # Back to full resolution: full → small, move, small → full.
         return self._from_small[:2] @ np.vstack([small, _LAST_ROW]) @ self._to_small
+
+    def _corners(self, previous: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+        """Up to max_corners strong corners of the small frame, outside `mask`'s zeros (None: none found)."""
+        return cv2.goodFeaturesToTrack(
+            previous,
+            maxCorners=self.max_corners,
+            qualityLevel=QUALITY_LEVEL,
+            minDistance=max(previous.shape[1] * CORNER_SPACING, 1.0),
+            mask=mask,
+            blockSize=3,
+        )
 
     def _corner_mask(self, exclude: np.ndarray | None) -> np.ndarray | None:
         """A uint8 mask of the small frame that is 0 inside the `exclude` boxes, or None for none."""

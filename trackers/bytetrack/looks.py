@@ -30,7 +30,7 @@ import numpy as np
 
 from ...core import Instances
 from ..gallery import Gallery
-from ..matching import box_iou
+from ..matching import box_iou, share_inside
 from . import reacquire
 from .reacquire import seen_whole
 from .settings import ByteTrackerSettings
@@ -101,11 +101,26 @@ def association_cost(
         near = candidates[t]
         if len(near) == 0:
             continue
-        shortfall = track.gallery.usual - track.gallery.similarity(looks.of(rows[near]))
+        shortfall = _shortfall(track, looks.of(rows[near]))
         extra[t, near] = np.where(
             shortfall > settings.appearance_gate, np.inf, settings.appearance_weight * np.maximum(shortfall, 0.0)
         )
     return extra
+
+
+def passes_gate(track: KalmanTrack, row: int, looks: FrameLooks, settings: ByteTrackerSettings) -> bool:
+    """Whether instance `row` may be the target by appearance (always, while the target's gallery is not ready)."""
+    return not ready(track) or float(_shortfall(track, looks.of([row]))[0]) <= settings.appearance_gate
+
+
+def _shortfall(track: KalmanTrack, descriptors: np.ndarray) -> np.ndarray:
+    """How far each descriptor falls short of the target's usual similarity (≤ 0: as alike as usual).
+
+    A zero descriptor (a mask too thin to cover one feature cell: a far, small object) says
+    nothing about the instance: it is taken as alike as usual, so position and colour decide.
+    """
+    shortfall = track.gallery.usual - track.gallery.similarity(descriptors)
+    return np.where(np.abs(descriptors).sum(axis=1) > 0, shortfall, 0.0)
 
 
 def best_look(
@@ -135,7 +150,7 @@ def best_look(
     """
     if not rows:
         return None
-    shortfall = track.gallery.usual - track.gallery.similarity(looks.of(rows))
+    shortfall = _shortfall(track, looks.of(rows))
     best, best_score = None, -np.inf
     for row, short in zip(rows, shortfall, strict=True):
         if short > settings.reacquire_margin:
@@ -167,11 +182,13 @@ def remember(
 
 
 def _clean_view(track: KalmanTrack, instances: Instances, row: int, settings: ByteTrackerSettings) -> bool:
-    """Whether the target is seen whole, confident and apart from every other instance (cheapest tests first)."""
+    """Whether the target is seen whole, confident and apart from other objects (cheapest tests first)."""
     boxes = instances.boxes
     if track.parts or float(instances.scores[row]) < settings.high_score:
         return False
     if not seen_whole(boxes[row], instances.image_shape):
         return False
     others = np.delete(boxes, row, axis=0)
+    # Instances lying inside the target are pieces of it (FastSAM segments a shirt inside its person).
+    others = others[share_inside(others, boxes[row]) < settings.part_inside]
     return len(others) == 0 or bool(box_iou(boxes[row], others).max() <= APART_IOU)

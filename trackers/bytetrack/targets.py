@@ -60,7 +60,11 @@ def complete_target(
     boxes = instances.boxes
     if settings.merge_parts and not parts.fills_its_box(boxes, row, track.box):
         unclaimed = [r for r in free if not parts.claimed(r, boxes, others)]
+        matched = row
         row, track.parts = parts.take_parts(track.box, boxes, row, unclaimed, settings.part_inside, settings.min_iou)
+        if matched is None and row is not None and not track.parts and looks is not None:
+            # One whole instance the association left unmatched: its appearance gate holds here too.
+            row = row if looks_.passes_gate(track, row, looks, settings) else None
     if row is None and settings.reacquire:
         if looks is not None and looks_.ready(track):
             near = reacquire.candidates(track, instances, free, frame, settings)

@@ -3,8 +3,9 @@
 ByteTrack: Zhang et al. 2022, "ByteTrack: Multi-Object Tracking by Associating Every Detection
 Box", Algorithm 1. Per frame, as in Algorithm 1:
   1. predict every track's box with its Kalman filter (line 10; trackers/kalman.py), then move
-     every prediction by the camera's motion since the last frame (not in ByteTrack: BoT-SORT's
-     global motion compensation; trackers/camera_motion.py), unless the camera stood still;
+     the predictions of the tracks seen in the last STOP_AFTER frames by the camera's motion since
+     the last frame (not in ByteTrack: BoT-SORT's global motion compensation;
+     trackers/camera_motion.py), unless the camera stood still;
   2. associate the confident instances (score ≥ high_score) by IoU, then the low-score ones
      (low_score ≤ score < high_score) with the tracks still unmatched that were seen last frame
      (lines 4-17; association.py);
@@ -46,6 +47,7 @@ DUPLICATE_IOU = 0.6  # an unmatched instance this close to a matched one is a le
 # Frames lost after which a track's velocity is forgotten: by then its last motion predicts nothing,
 # and a prediction coasting on it would run off from where the object most likely is.
 STOP_AFTER = 5
+BACKGROUND_SHARE = 0.25  # an instance whose box covers this share of the frame is background to camera motion
 
 
 @register("bytetrack", ByteTrackerSettings)
@@ -129,15 +131,25 @@ class ByteTracker:
     def _follow_camera(self, instances: Instances, image: np.ndarray | None) -> None:
         """Move every prediction by the camera's motion since the last frame (BoT-SORT's GMC, after predict).
 
-        The objects' own boxes are kept out of the estimate (`exclude`): what moves there is them.
+        The objects' own boxes are kept out of the estimate (`exclude`): what moves there is them. Not
+        the boxes of a quarter of the frame or more: FastSAM segments everything, ground and sky and
+        walls too, and those are the background the camera's motion is read from.
         """
         if self._camera is None or image is None:
             return
-        motion = self._camera.estimate(image, exclude=instances.boxes[instances.scores >= self.settings.low_score])
+        height, width = instances.image_shape
+        objects = (instances.scores >= self.settings.low_score) & (instances.areas < BACKGROUND_SHARE * height * width)
+        motion = self._camera.estimate(image, exclude=instances.boxes[objects])
         if motion is None:  # a still camera, or nothing to compare with
             return
         scale = affine_scale(motion)
         for track in self._tracks:
+            if self._frame - track.last_seen > STOP_AFTER:
+                # Stopped (see STOP_AFTER): it stays where it was last predicted, as without camera
+                # motion. A camera that follows its object (a handheld shot of a runner, a bag in the
+                # wind) moves the background while the object stays put on screen: warping a stopped
+                # prediction with the background would carry it off the frame (bag.avi: in 40 frames).
+                continue
             track.kalman.warp(motion)
             if track.size is not None:
                 track.size = track.size * scale
