@@ -10,7 +10,7 @@ Jogging targets, occluded by a pole).
 
 Issue #16 (appearance from the segmenter's features, camera-motion compensation) asked that no
 sequence score more than 0.03 under what it scored before them: BEFORE_16 holds those scores
-(README, "Tracking quality"), and the means hold the figures measured with both parts on
+(README, "Appearance and camera motion"), and the means hold the figures measured with both parts on
 (DAVIS 0.802, SOT 0.748), less a rounding margin.
 """
 
