@@ -87,7 +87,7 @@ class PooledEmbeddings:
         coefficients = self.source_masks.coefficients.float().numpy()
         channels, height, width = fmap.shape
         factor = max(protos.shape[1] // height, 1)  # prototype cells per feature cell, each way
-        cells = self._boxes_in_cells(protos.shape[1:])
+        cells = self.source_masks.letterbox.boxes_to_cells(self.source_masks.boxes, protos.shape[1:]).cpu().numpy()
         out = np.zeros((len(self), channels), np.float32)
         for i, (x1, y1, x2, y2) in enumerate(cells):
             fx1, fy1 = int(x1 // factor), int(y1 // factor)  # the feature cells the box touches
@@ -106,15 +106,6 @@ class PooledEmbeddings:
             pooled = fmap[:, fy1:fy2, fx1:fx2].reshape(channels, -1) @ (cover / cover.sum()) - mean
             out[i] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
         return out
-
-    def _boxes_in_cells(self, proto_shape: tuple[int, int]) -> np.ndarray:
-        """The rows' boxes in prototype cells (network input pixels / the prototypes' stride)."""
-        lb = self.source_masks.letterbox
-        (ih, iw), (mh, mw) = lb.input_shape, proto_shape
-        boxes = self.source_masks.boxes.float().cpu().numpy().copy()
-        boxes[:, [0, 2]] = (boxes[:, [0, 2]] * lb.gain + lb.left) * (mw / iw)
-        boxes[:, [1, 3]] = (boxes[:, [1, 3]] * lb.gain + lb.top) * (mh / ih)
-        return boxes
 
 
 class _HostMaps:

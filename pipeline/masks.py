@@ -37,6 +37,17 @@ class Letterbox:
         out[:, [1, 3]] = out[:, [1, 3]].clamp(0, h)
         return out
 
+    def boxes_to_cells(self, boxes: torch.Tensor, grid_shape: tuple[int, int]) -> torch.Tensor:
+        """Xyxy boxes in source pixels → cells of a (rows, cols) grid laid over the network input.
+
+        The inverse of `boxes_to_source`, scaled to a map of the input (the prototypes', stride 4).
+        """
+        (ih, iw), (rows, cols) = self.input_shape, grid_shape
+        out = boxes.float().clone()
+        out[:, [0, 2]] = (out[:, [0, 2]] * self.gain + self.left) * (cols / iw)
+        out[:, [1, 3]] = (out[:, [1, 3]] * self.gain + self.top) * (rows / ih)
+        return out
+
 
 class ProtoMasks:
     """The LazyMasks of one frame: shared prototypes (C×mh×mw) and one coefficient row per instance."""
@@ -71,11 +82,7 @@ class ProtoMasks:
         """
         c, mh, mw = self.protos.shape
         logits = (self.coefficients.float() @ self.protos.float().view(c, -1)).view(-1, mh, mw)
-        lb = self.letterbox
-        ih, iw = lb.input_shape
-        boxes = self.boxes.float().clone()  # source pixels → prototype cells
-        boxes[:, [0, 2]] = (boxes[:, [0, 2]] * lb.gain + lb.left) * (mw / iw)
-        boxes[:, [1, 3]] = (boxes[:, [1, 3]] * lb.gain + lb.top) * (mh / ih)
+        boxes = self.letterbox.boxes_to_cells(self.boxes, (mh, mw))
         xs = torch.arange(mw, device=logits.device).view(1, 1, -1) + 0.5
         ys = torch.arange(mh, device=logits.device).view(1, -1, 1) + 0.5
         boxes = boxes.to(logits.device)

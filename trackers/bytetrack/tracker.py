@@ -27,6 +27,8 @@ Ids are counted per tracker; no state is shared between instances.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ...core import Instances, TargetChange, Track, TrackState
@@ -87,7 +89,7 @@ class ByteTracker:
         # that what they take (their parts, themselves found by colour) no other track can take.
         following = [t for t in self._tracks if t.is_target]
         looks = looks_.frame_looks(instances, self.settings)
-        extra = self._appearance_cost(looks) if looks is not None else None
+        extra = partial(looks_.association_cost, looks=looks, settings=self.settings) if looks is not None else None
         matched = associate(following, instances, set(), self.settings, self._frame, extra)  # track id → row
         taken = set(matched.values())
         self._complete_targets(following, instances, matched, taken, image, looks)
@@ -115,8 +117,6 @@ class ByteTracker:
             track.kalman.rescale(np.array([sx, sy, sx, sy]))
             if track.size is not None:
                 track.size = track.size * np.array([sx, sy])
-        if self._camera is not None:
-            self._camera.reset()  # the last frame was another size: there is nothing to compare with
 
     # -- ByteTrack -----------------------------------------------------------------------------
 
@@ -274,14 +274,6 @@ class ByteTracker:
             del matched[track.id]
             if track.born == self._frame:
                 self._tracks.remove(track)
-
-    def _appearance_cost(self, looks: looks_.FrameLooks):  # noqa: ANN202 - an association.ExtraCost
-        """The targets' appearance term of the association cost, on this frame's descriptors."""
-
-        def cost(tracks: list[KalmanTrack], rows: np.ndarray, iou: np.ndarray, min_iou: float) -> np.ndarray:
-            return looks_.association_cost(tracks, rows, iou, min_iou, looks, self.settings)
-
-        return cost
 
     def _refresh_looks(
         self, instances: Instances, matched: dict[int, int], image: np.ndarray | None, looks: looks_.FrameLooks | None
