@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +20,7 @@ from .config import Config, first_problem
 from .errors import EXIT_GAVE_UP, EXIT_INTERRUPTED, ConfigError, FastSAMStreamError, OutputError
 from .evaluation.cli import add_eval_parser, run_eval
 from .options import add_config_options, add_model_options, given_settings, option_flags, setting_option
+from .pipeline.quantize import CALIBRATION_FRAMES
 from .sinks.base import FileSink
 
 
@@ -136,23 +138,52 @@ def parser() -> argparse.ArgumentParser:
     )
     defaults.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     export = commands.add_parser(
-        "export", help="export weights to ONNX for the ONNX Runtime engine (dynamic batch and size)"
+        "export",
+        help="export weights to ONNX (the ONNX Runtime engine) or OpenVINO (the OpenVINO engine), "
+        "with dynamic batch and size",
     )
     export.add_argument("--weights", required=True, help="the *.pt checkpoint to export")
-    export.add_argument("--out", help="the .onnx file to write (default: beside the weights)")
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="onnx (default) or openvino")
+    export.add_argument(
+        "--out",
+        help="what to write (default: beside the weights): a *.onnx file, or for openvino a *_openvino_model folder",
+    )
+    export.add_argument(
+        "--int8", action="store_true", help="openvino: quantise to int8 (NNCF), calibrated on --calibrate CLIP"
+    )
+    export.add_argument("--calibrate", metavar="CLIP", help="with --int8: a clip of the scene the model will watch")
+    export.add_argument(
+        "--calibration-frames",
+        type=int,
+        default=CALIBRATION_FRAMES,
+        metavar="N",
+        help=f"with --int8: frames taken evenly from the clip (default {CALIBRATION_FRAMES})",
+    )
+    export.add_argument(
+        "--imgsz", type=int, default=640, help="with --int8: the network input size the model will run at (default 640)"
+    )
     export.add_argument("--debug", action="store_true", help="show ultralytics' output and tracebacks on errors")
     return top
 
 
+EXPORT_FORMATS = ("onnx", "openvino")
+# What ultralytics is asked for, per format: dynamic batch and size, which the engines take.
+_EXPORT_ARGS = {
+    "onnx": {"format": "onnx", "dynamic": True, "simplify": True, "opset": 17},
+    "openvino": {"format": "openvino", "dynamic": True},
+}
+
+
 def export(args: argparse.Namespace) -> int:
-    """Ultralytics' ONNX export with what the engine wants: dynamic batch and size, simplified graph.
+    """Ultralytics' ONNX or OpenVINO export with what the engines want: dynamic batch and size.
 
     It runs on a copy of the checkpoint in a temporary folder, because ultralytics always writes
     beside its input: nothing next to the checkpoint is touched or overwritten.
     """
+    import importlib.util
     import shutil
     import tempfile
-    from pathlib import Path
+    import warnings
 
     from .pipeline.segmenter import quiet_ultralytics
 
@@ -160,23 +191,32 @@ def export(args: argparse.Namespace) -> int:
     weights = Path(args.weights)
     if weights.suffix != ".pt" or not weights.is_file():
         raise ConfigError(f"--weights {weights}: give an existing *.pt checkpoint")
-    out = Path(args.out) if args.out else weights.with_suffix(".onnx")
-    if out.suffix != ".onnx":
-        raise ConfigError(f"--out {out}: the export is an ONNX model, so name it *.onnx")
+    out = _export_target(weights, args.format, args.out)
     if out.exists():
         raise OutputError(f"{out} exists already: remove it or choose another --out")
+    calibration = _calibration(args)  # read before the export: a bad clip fails in a moment
+    needed = "onnx" if args.format == "onnx" else "openvino"
+    if importlib.util.find_spec(needed) is None:  # else ultralytics would try to pip-install it
+        raise FastSAMStreamError(
+            f"{args.format} export needs {needed}: install fastsam-stream with its [{needed}] extra"
+        )
     from ultralytics import YOLO
 
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(shutil.copy(weights, Path(folder) / weights.name))
         try:
-            written = Path(YOLO(str(copy)).export(format="onnx", dynamic=True, simplify=True, opset=17))
+            with warnings.catch_warnings():
+                if not args.debug:  # torch.jit.trace's deprecation notice, from inside ultralytics' OpenVINO export
+                    warnings.simplefilter("ignore")
+                written = Path(YOLO(str(copy)).export(**_EXPORT_ARGS[args.format]))
         except ImportError as exc:
             raise FastSAMStreamError(
-                f"ONNX export needs {exc.name or 'onnx'}: install fastsam-stream with its [onnx] extra"
+                f"{args.format} export needs {exc.name or needed}: install fastsam-stream with its [{needed}] extra"
             ) from None
         except Exception as exc:  # noqa: BLE001 - ultralytics raises many types
-            raise FastSAMStreamError(f"ONNX export of {weights} failed: {str(exc).splitlines()[0]}") from None
+            raise FastSAMStreamError(f"{args.format} export of {weights} failed: {str(exc).splitlines()[0]}") from None
+        if calibration:
+            written = _quantized(written, calibration, args, Path(folder) / out.name)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(written), out)
@@ -184,6 +224,65 @@ def export(args: argparse.Namespace) -> int:
             raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(f"exported {weights} -> {out} (use it with --weights {out})")
     return 0
+
+
+def _calibration(args: argparse.Namespace) -> list | None:
+    """The --int8 calibration frames (None without --int8), after checking the flags go together."""
+    if not args.int8:
+        if args.calibrate:
+            raise ConfigError("--calibrate is for --int8 exports")
+        return None
+    if args.format != "openvino":
+        raise ConfigError("--int8 is for --format openvino")
+    if not args.calibrate:
+        raise ConfigError("--int8 needs --calibrate CLIP: frames of the scene the model will watch")
+    if args.calibration_frames < 1:
+        raise ConfigError("--calibration-frames must be at least 1")
+    if args.imgsz < 32 or args.imgsz % 32:
+        raise ConfigError(f"--imgsz {args.imgsz}: must be a positive multiple of 32 (the network's stride)")
+    if not Path(args.calibrate).is_file():
+        raise ConfigError(f"--calibrate {args.calibrate}: no such file")
+    import importlib.util
+
+    if importlib.util.find_spec("nncf") is None:  # before the float export, not after it
+        raise FastSAMStreamError("int8 export needs nncf: install fastsam-stream with its [int8] extra")
+    from .pipeline.quantize import calibration_frames
+
+    return calibration_frames(args.calibrate, args.calibration_frames)
+
+
+def _quantized(exported: Path, frames: list, args: argparse.Namespace, folder: Path) -> Path:
+    """The int8 version of an OpenVINO export folder, in `folder`, with its metadata saying how it was made."""
+    import shutil
+
+    import yaml
+
+    from .pipeline.openvino_engine import model_xml
+    from .pipeline.quantize import quantize_openvino
+
+    folder.mkdir()
+    xml = model_xml(exported)
+    quantize_openvino(xml, frames, args.imgsz, folder / xml.name, verbose=args.debug)
+    meta_path = exported / "metadata.yaml"
+    meta = yaml.safe_load(meta_path.read_text()) if meta_path.is_file() else {}
+    meta["int8"] = {"calibration": Path(args.calibrate).name, "frames": len(frames), "imgsz": args.imgsz}
+    (folder / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    shutil.rmtree(exported)
+    return folder
+
+
+def _export_target(weights: Path, export_format: str, out: str | None) -> Path:
+    """Where an export goes: --out, checked against the format, or beside the weights."""
+    if export_format == "onnx":
+        target = Path(out) if out else weights.with_suffix(".onnx")
+        if target.suffix != ".onnx":
+            raise ConfigError(f"--out {target}: the export is an ONNX model, so name it *.onnx")
+        return target
+    target = Path(out) if out else weights.with_name(f"{weights.stem}_openvino_model")
+    if not target.name.endswith("_openvino_model"):
+        # The engine is chosen by what the path is: a folder named so is an OpenVINO model.
+        raise ConfigError(f"--out {target}: an OpenVINO export is a folder, so name it *_openvino_model")
+    return target
 
 
 def print_defaults(args: argparse.Namespace) -> int:

@@ -41,7 +41,8 @@ def run(segmenter, camera: str, policy: DropPolicy, frames: int, batch: BatchSet
             pipeline.stop()
     s = pipeline.summary
     per_frame = s.seconds / s.frames
-    in_flight = batch.buffer_size + 2 * batch.max_batch + batch.queue_size + 1  # buffer, 2 batches, results, in hand
+    # buffer, 2 batches, results, in hand
+    in_flight = batch.buffer_size + 2 * batch.largest_batch + batch.queue_size + 1
     return (
         f"{policy.value:12s} {s.frames} processed, {s.dropped} dropped, {s.fps:.1f} frames/s; "
         f"bound {in_flight * per_frame + SLACK_S:.2f} s ({in_flight} frame times + {SLACK_S} s); "

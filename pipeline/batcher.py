@@ -27,6 +27,7 @@ from ..core import Frame, Instances, SourceEvent
 from ..errors import FastSAMStreamError
 from ..settings import Settings, default_of
 from ..sources.base import DropPolicy, Source
+from .batch_probe import CANDIDATES
 from .intake import FrameIntake, SourceEnded
 from .segmenter import Segmenter, StagedSegmenter, staged
 from .status import BATCH_SIZE_BUCKETS, Histogram
@@ -45,9 +46,20 @@ BufferSize = Annotated[
 class BatchConfig(Settings):
     """How frames are batched across sources: config section `batch`."""
 
-    max_batch: int = Field(4, ge=1, le=256, description="frames per forward pass, taken across sources")
+    max_batch: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="frames per forward pass, taken across sources (default: measured at start-up, the "
+        "fastest per frame of 1, 2 and 4)",
+    )
     max_wait_ms: float = Field(5.0, ge=0, description="how long a partial batch waits to fill before it goes")
     queue_size: int = Field(8, ge=1, description="segmented frames waiting for the trackers and sinks")
+
+    @property
+    def largest_batch(self) -> int:
+        """The most frames a batch can hold: max_batch, or the largest size the start-up measurement may choose."""
+        return self.max_batch or max(CANDIDATES)
 
 
 class BatchSettings(BatchConfig):
@@ -133,6 +145,8 @@ class SegmentingStages:
         self._members = threading.Lock()  # guards sources and _readers, which add_source extends
         self._started = False
         self.batch_sizes = Histogram(BATCH_SIZE_BUCKETS)  # frames per batch through the network
+        # Frames per batch: the setting, or, when it is unset, measured on the first frame.
+        self.max_batch: int | None = settings.max_batch
         # One prepared batch waits while the network runs the one before it: two stages overlapped.
         self._prepared: queue.Queue = queue.Queue(maxsize=1)
         self._ahead = threading.Semaphore(1)
@@ -300,9 +314,11 @@ class SegmentingStages:
                 # dropped for newer ones (live sources), frames taken cannot.
                 if not self._ahead.acquire(timeout=_POLL_S):
                     continue
-                taken = self.intake.take(s.max_batch, s.max_wait_ms / 1000)
+                taken = self.intake.take(self.max_batch or 1, s.max_wait_ms / 1000)
                 frames = [t.frame for t in taken if t.frame is not None]
                 try:
+                    if self.max_batch is None and frames:
+                        self.max_batch = self._choose_batch(frames[0])
                     prepared = self.segmenter.prepare(frames) if frames else frames
                 except BaseException:
                     self._count_unseen(frames)  # the run ends with this error: these frames never reach the caller
@@ -315,6 +331,26 @@ class SegmentingStages:
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread, whatever it is
             _put(self._prepared, _Failed(exc), self._stop)
+
+    def _choose_batch(self, frame: Frame) -> int:
+        """The batch size for an unset `max_batch`: measured on the run's first frame (pipeline/batch_probe.py).
+
+        This runs before the first batch goes to the network, so the measurement has the cores
+        to itself. A segmenter that cannot be measured (one without `best_batch`) gets the
+        largest size.
+        """
+        best_batch = getattr(self.segmenter, "best_batch", None)
+        if best_batch is None:
+            log.info("max_batch %d (not measured: the segmenter has no best_batch)", max(CANDIDATES))
+            return max(CANDIDATES)
+        choice = best_batch(frame)
+        if choice.seconds_per_frame:
+            height, width = frame.image.shape[:2]
+            timings = choice.timings()
+            log.info("max_batch %d, measured on %dx%d frames (ms/frame: %s)", choice.size, width, height, timings)
+        else:
+            log.info("max_batch %d, the model's fixed batch", choice.size)
+        return choice.size
 
     def _segment(self) -> None:
         """Stage 2: the network and post-processing, then each result to the caller in order."""

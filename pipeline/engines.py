@@ -1,8 +1,11 @@
 """Where the network runs: PyTorch (ultralytics *.pt checkpoints) or ONNX Runtime (ultralytics *.onnx exports).
 
-The weights file's suffix chooses. Both take a float NCHW batch in [0, 1] and give back
+OpenVINO, the third engine, is in pipeline/openvino_engine.py; `load_engine` (pipeline/segmenter.py)
+chooses by what the weights' path is. Every engine takes the letterboxed batch as the prepare
+stage makes it, B×H×W×3 uint8 BGR (`takes_uint8`), and converts it itself as the first step of
+its forward pass; a float NCHW batch in [0, 1] is taken too. All give back
 (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as torch tensors, so NMS and mask assembly
-are the same whichever engine ran. Asked for them (`run(images, features=True)`), both also give
+are the same whichever engine ran. Asked for them (`run(images, features=True)`), they also give
 the P3 neck map the Segment head starts from, B×C×h/8×w/8: appearance descriptors pool it
 (pipeline/embeddings.py).
 
@@ -30,6 +33,10 @@ class Engine(Protocol):
     stride: int
     class_names: dict[int, str]
     channels_last: bool  # wants NHWC memory behind the NCHW view (PyTorch convolutions run faster so)
+    # Takes the letterboxed frames as they are, B×H×W×3 uint8 BGR, and converts them itself (in the
+    # network's graph or threads): the pipeline's prepare stage then makes no float copy at all.
+    # An engine without the attribute is given B×3×H×W float RGB in [0, 1].
+    takes_uint8: bool
     # (batch, height, width) when the network only takes that shape (a static export), else None
     fixed_input: tuple[int, int, int] | None
 
@@ -37,7 +44,7 @@ class Engine(Protocol):
         """The forward pass.
 
         Args:
-            images: B×3×H×W float in [0, 1].
+            images: B×3×H×W float RGB in [0, 1], or B×H×W×3 uint8 BGR (`takes_uint8`).
 
         Returns:
             (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw).
@@ -48,13 +55,25 @@ class Engine(Protocol):
         """The forward pass, with the P3 map when `features`.
 
         Args:
-            images: B×3×H×W float in [0, 1].
+            images: B×3×H×W float RGB in [0, 1], or B×H×W×3 uint8 BGR (`takes_uint8`).
             features: Also return the P3 neck map.
 
         Returns:
             (predictions, prototypes, P3 map B×C×H/8×W/8 or None when not asked for).
         """
         ...
+
+
+def float_rgb(images: torch.Tensor) -> torch.Tensor:
+    """B×3×H×W float RGB in [0, 1] from what an engine is given: itself, or B×H×W×3 uint8 BGR.
+
+    The uint8 frames' memory stays NHWC: the result is a channels-last view, converted in one
+    pass by torch's threads (the flip and the scale are a single elementwise kernel).
+    """
+    if images.dtype != torch.uint8:
+        return images
+    nchw = images.permute(0, 3, 1, 2)  # a view: channels-last memory
+    return nchw.flip(1).to(torch.float32, memory_format=torch.channels_last).mul_(1 / 255.0)
 
 
 def split_outputs(outputs: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,6 +97,7 @@ class TorchEngine:
 
     fixed_input = None
     channels_last = True
+    takes_uint8 = True
 
     def __init__(self, model: torch.nn.Module, half: bool = False) -> None:
         model = model.to(memory_format=torch.channels_last)
@@ -106,7 +126,8 @@ class TorchEngine:
         """The forward pass, one call at a time (see the lock in `__init__`).
 
         Args:
-            images: B×3×H×W float in [0, 1] on the model's device; cast to fp16 here when `half`.
+            images: B×3×H×W float in [0, 1], or B×H×W×3 uint8 BGR, on the model's device; cast to fp16
+                here when `half`.
 
         Returns:
             (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw).
@@ -118,7 +139,7 @@ class TorchEngine:
         """The forward pass, with the P3 map the Segment head was given when `features`.
 
         Args:
-            images: B×3×H×W float in [0, 1] on the model's device.
+            images: B×3×H×W float in [0, 1], or B×H×W×3 uint8 BGR, on the model's device.
             features: Also return P3 (B×C×H/8×W/8, on the device, in the model's precision).
 
         Returns:
@@ -129,7 +150,7 @@ class TorchEngine:
         """
         if features and not self.has_features:
             raise ModelError("this model has no Segment head to take appearance features from")
-        images = images.contiguous(memory_format=torch.channels_last)  # a no-op for prepared batches
+        images = float_rgb(images).contiguous(memory_format=torch.channels_last)  # a no-op for prepared batches
         with self._lock:
             self._capture = [] if features else None
             try:
@@ -148,6 +169,7 @@ class OnnxEngine:
     """
 
     channels_last = False  # it takes plain NCHW arrays
+    takes_uint8 = True
 
     def __init__(self, path: str | Path, threads: int, cuda_device: int | None = None, features: bool = False) -> None:
         try:
@@ -200,7 +222,8 @@ class OnnxEngine:
         """The forward pass in ONNX Runtime, which takes host arrays.
 
         Args:
-            images: B×3×H×W float in [0, 1], on any device (copied to a float32 host array).
+            images: B×3×H×W float in [0, 1], or B×H×W×3 uint8 BGR, on any device (made a float32
+                NCHW host array).
 
         Returns:
             (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as CPU tensors.
@@ -212,7 +235,8 @@ class OnnxEngine:
         """The forward pass in ONNX Runtime, with the P3 map when `features`.
 
         Args:
-            images: B×3×H×W float in [0, 1], on any device (copied to a float32 host array).
+            images: B×3×H×W float in [0, 1], or B×H×W×3 uint8 BGR, on any device (made a float32
+                NCHW host array).
             features: Also return P3 (the engine must have been loaded with `features=True`).
 
         Returns:
@@ -221,7 +245,7 @@ class OnnxEngine:
         Raises:
             ModelError: Features asked of an engine loaded without them.
         """
-        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        array = _float_nchw(images)
         if not features:
             predictions, protos = self.session.run(self._outputs, {self._input: array})
             return torch.from_numpy(predictions), torch.from_numpy(protos), None
@@ -229,6 +253,17 @@ class OnnxEngine:
             raise ModelError("this ONNX engine was loaded without appearance features (features=True)")
         predictions, protos, p3 = self.session.run([*self._outputs, self._p3_name], {self._input: array})
         return torch.from_numpy(predictions), torch.from_numpy(protos), torch.from_numpy(p3)
+
+
+def _float_nchw(images: torch.Tensor) -> np.ndarray:
+    """A contiguous float32 NCHW RGB host array in [0, 1], from float NCHW or uint8 BGR NHWC."""
+    if images.dtype != torch.uint8:
+        return np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+    bgr = images.cpu().numpy()
+    out = np.empty((bgr.shape[0], 3, *bgr.shape[1:3]), dtype=np.float32)
+    for channel in range(3):  # BGR→RGB and NHWC→NCHW: one strided pass per channel, no temporaries
+        np.multiply(bgr[..., 2 - channel], 1 / 255.0, out=out[:, channel], dtype=np.float32)
+    return out
 
 
 def _p3_output(path: str | Path) -> tuple[str, bytes] | None:

@@ -286,6 +286,12 @@ class Pipeline:
         for what, exc in errors:
             log.error("%s failed: %s", what, exc)
 
+    @property
+    def max_batch(self) -> int | None:
+        """Frames per batch: `batch.max_batch`, or the size measured at start-up (None until then)."""
+        stages = self._stages
+        return stages.max_batch if stages is not None else self.batch.max_batch
+
     def streams(self) -> list[StreamStatus]:
         """Every source's status now (state, counts, fps, latency, targets); safe from any thread."""
         stages = self._stages

@@ -7,9 +7,12 @@ keep masks as prototypes × coefficients until someone asks for pixels.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -21,10 +24,12 @@ from pydantic import Field, field_validator
 from ..core import Frame, Instances
 from ..errors import ConfigError, ModelError
 from ..settings import Fraction01, Settings
+from .batch_probe import CANDIDATES, BatchChoice, measure_batch_sizes
 from .embeddings import PooledEmbeddings
 from .engines import Engine, OnnxEngine, TorchEngine
 from .lazy_torch import inference_mode, torch
 from .masks import Letterbox, ProtoMasks
+from .openvino_engine import OpenVinoEngine, is_openvino_model
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +122,8 @@ class SegmenterSettings(Settings):
     weights: str = Field(
         DEFAULT_WEIGHTS,
         min_length=1,
-        description="FastSAM / YOLOv8-seg checkpoint (*.pt) or ONNX export (*.onnx, run in ONNX Runtime); "
+        description="FastSAM / YOLOv8-seg checkpoint (*.pt), ONNX export (*.onnx, run in ONNX Runtime) or "
+        "OpenVINO export (*_openvino_model/ folder or its .xml, run in OpenVINO on the CPU); "
         f"{DEFAULT_WEIGHTS} is fetched by name where there is internet",
     )
     device: str | None = Field(None, description="cpu or cuda:N (default: cuda:0 when available, else cpu)")
@@ -200,7 +206,10 @@ def load_segmentation_model(weights: str, device: torch.device) -> torch.nn.Modu
     quiet_ultralytics()
     path = Path(weights).expanduser()
     if path.suffix != ".pt":
-        raise ModelError(f"{weights}: weights must be a PyTorch checkpoint (*.pt) or an ONNX export (*.onnx)")
+        raise ModelError(
+            f"{weights}: weights must be a PyTorch checkpoint (*.pt), an ONNX export (*.onnx) "
+            "or an OpenVINO export (*_openvino_model/)"
+        )
     is_bare_name = len(Path(weights).parts) == 1
     if not path.is_file() and not is_bare_name:
         raise ModelError(f"weights file not found: {weights}")
@@ -266,15 +275,26 @@ class _Prepared:
     """One group of same-size frames, ready for the network."""
 
     rows: list[int]  # positions of these frames in the batch handed to `prepare`
-    # B×3×h×w float32 in [0, 1] (letterboxed on the CPU), or, to be letterboxed on the device,
-    # the raw B×H×W×3 uint8 frames in pinned memory (on_device)
+    # Letterboxed on the CPU: B×h×w×3 uint8 BGR for an engine that `takes_uint8`, else B×3×h×w
+    # float32 RGB in [0, 1]; or, to be letterboxed on the device, the raw B×H×W×3 uint8 frames in
+    # pinned memory (on_device)
     images: torch.Tensor
     letterboxes: list[Letterbox]
     on_device: bool = False
 
 
 def load_engine(settings: SegmenterSettings, device: torch.device, features: bool = False) -> Engine:
-    """PyTorch for *.pt checkpoints, ONNX Runtime for *.onnx exports (`features`: with the P3 map as an output)."""
+    """The engine the weights' path names (`features`: with the P3 map as an output).
+
+    PyTorch for *.pt checkpoints, ONNX Runtime for *.onnx exports, OpenVINO for an ultralytics
+    `*_openvino_model/` folder or its .xml (CPU only).
+    """
+    if is_openvino_model(settings.weights):
+        if settings.device is not None and device.type != "cpu":  # by default, the CPU even where a GPU is
+            raise ConfigError("OpenVINO models run on the CPU here: use --device cpu, or *.pt weights on a GPU")
+        if settings.half:
+            raise ConfigError("half precision applies to PyTorch weights (*.pt), not to OpenVINO models")
+        return OpenVinoEngine(settings.weights, settings.threads or cpu_count(), features)
     if Path(settings.weights).suffix == ".onnx":
         if not Path(settings.weights).expanduser().is_file():
             raise ModelError(f"weights file not found: {settings.weights}")
@@ -298,14 +318,31 @@ class UltralyticsSegmenter:
         features: Instances carry appearance descriptors (`Instances.embeddings`), pooled from
             the network's P3 map, which each frame's result then keeps on the device. A model
             whose P3 cannot be found gives none (a warning says so): `self.features` is False.
+        clock: What `best_batch` times the network with (tests give one their engine advances).
     """
 
-    def __init__(self, settings: SegmenterSettings, engine: Engine | None = None, features: bool = False) -> None:
+    def __init__(
+        self,
+        settings: SegmenterSettings,
+        engine: Engine | None = None,
+        features: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.settings = settings
+        self.clock = clock
+        self._batch_choices: dict[tuple[int, ...], BatchChoice] = {}  # per frame shape, measured once
+        self._probe_lock = threading.Lock()
         self.device = resolve_device(settings.device)
         if settings.half and self.device.type != "cuda":
             raise ConfigError("half precision needs a CUDA device")
         torch.set_num_threads(settings.threads or cpu_count())
+        if self.device.type == "cpu":
+            # The network's threads take every core: OpenCV's own pool (the letterbox's resize,
+            # the tracker's optical flow) would put a second set of threads on the same cores.
+            # Thread counts are chosen together: the network gets the cores, OpenCV one thread.
+            # (On this project's 2-core machine the difference was within the run-to-run noise,
+            # bench/pipeline_profile.py; it grows with the cores OpenCV would otherwise spread over.)
+            cv2.setNumThreads(1)
         quiet_ultralytics()
         self.engine = engine if engine is not None else load_engine(settings, self.device, features)
         if features and not getattr(self.engine, "has_features", False):
@@ -313,6 +350,12 @@ class UltralyticsSegmenter:
             log.warning("%s: no P3 map found to take appearance features from; trackers use colour", settings.weights)
             features = False
         self.features = features
+        if self.device.type == "cpu" and not isinstance(self.engine, TorchEngine):
+            # The network runs in its own runtime's threads. Torch is left with NMS and mask
+            # assembly, small tensors for which a second thread costs more than it gains (its
+            # OpenMP workers spin on the cores the network is using): NMS took 5.9 ms of CPU a
+            # frame at 2 threads, 1.4 ms at 1, on this project's 2-core machine (bench/post_threads.py).
+            torch.set_num_threads(1)
         self.stride = self.engine.stride
         self.class_names = self.engine.class_names
         # On a GPU, letterboxing runs there (from pinned host memory); on the CPU, OpenCV does it.
@@ -320,6 +363,29 @@ class UltralyticsSegmenter:
         from ultralytics.utils.nms import non_max_suppression
 
         self._nms = non_max_suppression
+
+    def best_batch(self, frame: Frame) -> BatchChoice:
+        """The batch size this engine runs fastest per frame at `frame`'s size, measured once per size.
+
+        A static export takes its own batch size, unmeasured. See pipeline/batch_probe.py.
+
+        Args:
+            frame: A frame of the run (its size is what is measured).
+
+        Returns:
+            The choice and the timings behind it.
+        """
+        fixed = self.engine.fixed_input
+        if fixed:
+            return BatchChoice(fixed[0], {})
+        with self._probe_lock:  # two pipelines starting on one segmenter measure once, not at once
+            shape = frame.image.shape
+            if shape not in self._batch_choices:
+                prepared = {size: self.prepare([frame] * size) for size in CANDIDATES}
+                self._batch_choices[shape] = measure_batch_sizes(
+                    lambda batch: self.infer(prepared[len(batch)]), frame, CANDIDATES, self.clock
+                )
+            return self._batch_choices[shape]
 
     def segment(self, frames: Sequence[Frame]) -> list[Instances]:
         """Segment a batch in one go: `infer(prepare(frames))`.
@@ -362,7 +428,12 @@ class UltralyticsSegmenter:
         images = [img for img, _ in boxed]
         if fixed and len(images) < fixed[0]:  # a static export takes exactly its batch size
             images += [np.zeros_like(images[0])] * (fixed[0] - len(images))
-        rgb = np.multiply(np.stack(images)[..., ::-1], 1 / 255.0, dtype=np.float32)  # BGR→RGB, to [0, 1]
+        stacked = images[0][None] if len(images) == 1 else np.stack(images)  # B×H×W×3 uint8 BGR
+        if getattr(self.engine, "takes_uint8", False):
+            # The engine converts (in its graph, or in its own threads as part of its forward pass):
+            # no float copy of the batch is made here, where it would compete with the network.
+            return _Prepared(rows, torch.from_numpy(stacked), [lb for _, lb in boxed])
+        rgb = np.multiply(stacked[..., ::-1], 1 / 255.0, dtype=np.float32)  # BGR→RGB, to [0, 1]
         x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2)  # an NCHW view of NHWC memory
         if not self.engine.channels_last:
             x = x.contiguous()
@@ -383,14 +454,35 @@ class UltralyticsSegmenter:
                 predictions, protos, p3 = self.engine.run(images, self.features)
             else:  # an engine of the earlier protocol: the forward pass only
                 (predictions, protos), p3 = self.engine(images), None
-            detections = self._nms(
-                predictions, s.conf, s.iou, agnostic=s.agnostic_nms, max_det=s.max_det, nc=len(self.class_names)
-            )
-            # strict=False: a static export's batch is padded to its size; the padding's outputs are left out.
-            maps = p3 if p3 is not None else [None] * len(protos)
-            for row, det, proto, fmap, lb in zip(group.rows, detections, protos, maps, group.letterboxes, strict=False):
-                results[row] = self._instances(det, proto, fmap, lb)
+            with self._post_processing_threads():
+                detections = self._nms(
+                    predictions, s.conf, s.iou, agnostic=s.agnostic_nms, max_det=s.max_det, nc=len(self.class_names)
+                )
+                # strict=False: a static export's batch is padded to its size; the padding's outputs are left out.
+                maps = p3 if p3 is not None else [None] * len(protos)
+                for row, det, proto, fmap, lb in zip(
+                    group.rows, detections, protos, maps, group.letterboxes, strict=False
+                ):
+                    results[row] = self._instances(det, proto, fmap, lb)
         return [results[i] for i in range(len(results))]
+
+    @contextlib.contextmanager
+    def _post_processing_threads(self) -> Iterator[None]:
+        """NMS and mask set-up on one torch thread, when the PyTorch engine gave torch every core.
+
+        They are many small operations: on two threads, each one's fork and join cost more than
+        the work (5.3 times the CPU on this project's 2-core machine, bench/post_threads.py), all
+        of it in the stage the network waits on. The network's own count is back for the next pass.
+        """
+        threads = torch.get_num_threads()
+        if self.device.type != "cpu" or threads == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
     def _instances(self, det: torch.Tensor, proto: torch.Tensor, fmap: torch.Tensor | None, lb: Letterbox) -> Instances:
         boxes = lb.boxes_to_source(det[:, :4].float())

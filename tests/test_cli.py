@@ -114,7 +114,10 @@ def test_image_folder_source_and_a_point_prompt(cli, weights, davis, tmp_path):
         (["run", "{clip}", "--device", "tpu"], "device"),
         (["run", "{clip}", "--out", "{a_file}"], "cannot create output folder"),
         (["run", "{clip}", "--weights", "{onnx}"], "in ONNX Runtime"),
-        (["run", "{clip}", "--weights", "{tflite}"], "a PyTorch checkpoint (*.pt) or an ONNX export (*.onnx)"),
+        (
+            ["run", "{clip}", "--weights", "{tflite}"],
+            "a PyTorch checkpoint (*.pt), an ONNX export (*.onnx) or an OpenVINO export",
+        ),
         (["run", "{clip}", "--config", "{empty_dir}"], "is a folder"),
         (["run", "/dev/video97"], "no such camera: /dev/video97"),
         (["run", "97"], "no such camera: /dev/video97"),

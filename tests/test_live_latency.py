@@ -33,7 +33,7 @@ CAMERA = f"lavfi:testsrc2=size=320x240:rate={CAMERA_FPS},realtime"
 BATCH = BatchSettings()  # the defaults a user gets
 # Frames that can be between the camera and the caller: its buffer, a batch in the network and
 # one prepared behind it, the results queue, plus the one in hand.
-IN_FLIGHT = BATCH.buffer_size + 2 * BATCH.max_batch + BATCH.queue_size + 1
+IN_FLIGHT = BATCH.buffer_size + 2 * BATCH.largest_batch + BATCH.queue_size + 1
 # Thread hand-offs and decoding one small camera frame: milliseconds on any machine, not a
 # function of the model's speed (that is the IN_FLIGHT × time-per-frame term).
 SLACK_S = 0.25

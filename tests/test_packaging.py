@@ -55,6 +55,7 @@ fastsam_stream.evaluation.metrics
 fastsam_stream.evaluation.report
 fastsam_stream.evaluation.runner
 fastsam_stream.pipeline
+fastsam_stream.pipeline.batch_probe
 fastsam_stream.pipeline.batcher
 fastsam_stream.pipeline.clip
 fastsam_stream.pipeline.clip_settings
@@ -65,8 +66,10 @@ fastsam_stream.pipeline.lane
 fastsam_stream.pipeline.lazy_torch
 fastsam_stream.pipeline.embeddings
 fastsam_stream.pipeline.masks
+fastsam_stream.pipeline.openvino_engine
 fastsam_stream.pipeline.places
 fastsam_stream.pipeline.prompts
+fastsam_stream.pipeline.quantize
 fastsam_stream.pipeline.runner
 fastsam_stream.pipeline.segmenter
 fastsam_stream.pipeline.status
