@@ -7,12 +7,11 @@ keep masks as prototypes × coefficients until someone asks for pixels.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -454,35 +453,14 @@ class UltralyticsSegmenter:
                 predictions, protos, p3 = self.engine.run(images, self.features)
             else:  # an engine of the earlier protocol: the forward pass only
                 (predictions, protos), p3 = self.engine(images), None
-            with self._post_processing_threads():
-                detections = self._nms(
-                    predictions, s.conf, s.iou, agnostic=s.agnostic_nms, max_det=s.max_det, nc=len(self.class_names)
-                )
-                # strict=False: a static export's batch is padded to its size; the padding's outputs are left out.
-                maps = p3 if p3 is not None else [None] * len(protos)
-                for row, det, proto, fmap, lb in zip(
-                    group.rows, detections, protos, maps, group.letterboxes, strict=False
-                ):
-                    results[row] = self._instances(det, proto, fmap, lb)
+            detections = self._nms(
+                predictions, s.conf, s.iou, agnostic=s.agnostic_nms, max_det=s.max_det, nc=len(self.class_names)
+            )
+            # strict=False: a static export's batch is padded to its size; the padding's outputs are left out.
+            maps = p3 if p3 is not None else [None] * len(protos)
+            for row, det, proto, fmap, lb in zip(group.rows, detections, protos, maps, group.letterboxes, strict=False):
+                results[row] = self._instances(det, proto, fmap, lb)
         return [results[i] for i in range(len(results))]
-
-    @contextlib.contextmanager
-    def _post_processing_threads(self) -> Iterator[None]:
-        """NMS and mask set-up on one torch thread, when the PyTorch engine gave torch every core.
-
-        They are many small operations: on two threads, each one's fork and join cost more than
-        the work (5.3 times the CPU on this project's 2-core machine, bench/post_threads.py), all
-        of it in the stage the network waits on. The network's own count is back for the next pass.
-        """
-        threads = torch.get_num_threads()
-        if self.device.type != "cpu" or threads == 1:
-            yield
-            return
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
 
     def _instances(self, det: torch.Tensor, proto: torch.Tensor, fmap: torch.Tensor | None, lb: Letterbox) -> Instances:
         boxes = lb.boxes_to_source(det[:, :4].float())
