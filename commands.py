@@ -155,12 +155,11 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--calibration-frames",
         type=int,
-        default=CALIBRATION_FRAMES,
         metavar="N",
         help=f"with --int8: frames taken evenly from the clip (default {CALIBRATION_FRAMES})",
     )
     export.add_argument(
-        "--imgsz", type=int, default=640, help="with --int8: the network input size the model will run at (default 640)"
+        "--imgsz", type=int, help="with --int8: the network input size the model will run at (default 640)"
     )
     export.add_argument("--debug", action="store_true", help="show ultralytics' output and tracebacks on errors")
     return top
@@ -216,7 +215,8 @@ def export(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - ultralytics raises many types
             raise FastSAMStreamError(f"{args.format} export of {weights} failed: {str(exc).splitlines()[0]}") from None
         if calibration:
-            written = _quantized(written, calibration, args, Path(folder) / out.name)
+            # Beside the float export, never in its place: both may carry the checkpoint's name.
+            written = _quantized(written, calibration, args, Path(folder) / "int8" / out.name)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(written), out)
@@ -229,9 +229,11 @@ def export(args: argparse.Namespace) -> int:
 def _calibration(args: argparse.Namespace) -> list | None:
     """The --int8 calibration frames (None without --int8), after checking the flags go together."""
     if not args.int8:
-        if args.calibrate:
-            raise ConfigError("--calibrate is for --int8 exports")
+        if args.calibrate or args.calibration_frames is not None or args.imgsz is not None:
+            raise ConfigError("--calibrate, --calibration-frames and --imgsz are for --int8 exports")
         return None
+    args.calibration_frames = CALIBRATION_FRAMES if args.calibration_frames is None else args.calibration_frames
+    args.imgsz = 640 if args.imgsz is None else args.imgsz
     if args.format != "openvino":
         raise ConfigError("--int8 is for --format openvino")
     if not args.calibrate:
@@ -260,7 +262,7 @@ def _quantized(exported: Path, frames: list, args: argparse.Namespace, folder: P
     from .pipeline.openvino_engine import model_xml
     from .pipeline.quantize import quantize_openvino
 
-    folder.mkdir()
+    folder.mkdir(parents=True)
     xml = model_xml(exported)
     quantize_openvino(xml, frames, args.imgsz, folder / xml.name, verbose=args.debug)
     meta_path = exported / "metadata.yaml"

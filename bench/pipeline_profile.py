@@ -53,6 +53,7 @@ def profile_pipeline(segmenter, clip: Path, frames: int, max_batch: int | None) 
             [FileSource(clip)], segmenter, batch=BatchSettings(max_batch=max_batch), sinks_for=lambda _: [sink]
         )
         names: dict[int, str] = {}
+        n = 0
         for n, _ in enumerate(pipeline, start=1):
             if n == WARMUP:
                 names = {t.native_id: t.name for t in threading.enumerate()}
@@ -61,6 +62,8 @@ def profile_pipeline(segmenter, clip: Path, frames: int, max_batch: int | None) 
                 wall = time.perf_counter() - start
                 after = cpu_by_thread()
                 pipeline.stop()
+    if n < WARMUP + frames:
+        raise SystemExit(f"{clip.name} has {n} frames: ask for at most {max(n - WARMUP, 0)} with --frames")
     by_name: dict[str, float] = {}
     for tid, seconds in after.items():
         name = names.get(tid, "unnamed (network runtime, FFmpeg, OpenCV pools)")

@@ -195,7 +195,9 @@ def ultralytics_openvino_loop(
     kwargs = dict(persist=True, imgsz=imgsz, conf=conf, iou=0.7, verbose=False)
     for image in images[:WARMUP]:
         model.track(image, **kwargs)
-    torch.set_num_threads(threads)  # its pre- and post-processing are torch's: its set-up set cores − 1
+    # torch keeps the count ultralytics' set-up gave it (cores − 1): it only runs the pre- and
+    # post-processing here, as in this pipeline's OpenVINO engine (one torch thread), where more
+    # threads make NMS slower (bench/post_threads.py).
     # ultralytics (nn/backends/openvino.py) compiles with {"PERFORMANCE_HINT": "LATENCY"} alone, on
     # "CPU" (or "AUTO" where OpenVINO sees another device), and runs synchronous requests: one
     # stream, INFERENCE_NUM_THREADS left to OpenVINO, which takes every core it may run on. Where
@@ -247,6 +249,44 @@ def export_openvino_int8(exported: Path, clip: Path, imgsz: int, folder: Path) -
     return target
 
 
+def measure_anchors(args, weights: dict[str, str], images: list[np.ndarray], threads: int, device):
+    """Ultralytics' own loops and forward pass, printed.
+
+    PyTorch as shipped and at `threads`; OpenVINO on the float export and, when the run has one,
+    on the int8 export; the PyTorch forward pass at batch 1 as ultralytics runs it.
+
+    Returns:
+        Seconds per frame: (PyTorch as shipped, PyTorch at `threads`, OpenVINO, OpenVINO int8 or None).
+    """
+    rounds, frames = range(args.rounds), args.frames
+    loops, how, ov_dir = (
+        {"shipped": [], "matched": [], "openvino": [], "int8": []},
+        "",
+        Path(weights["openvino"]),
+    )
+    for _ in rounds:
+        loops["shipped"].append(ultralytics_loop(args.weights, images, args.imgsz, args.conf, None, device))
+        loops["matched"].append(ultralytics_loop(args.weights, images, args.imgsz, args.conf, threads, device))
+        seconds, how = ultralytics_openvino_loop(ov_dir, images, args.imgsz, args.conf, threads)
+        loops["openvino"].append(seconds)
+        if "openvino-int8" in weights:  # like for like: its loop on the very int8 model the engine runs
+            int8_dir = Path(weights["openvino-int8"])
+            loops["int8"].append(ultralytics_openvino_loop(int8_dir, images, args.imgsz, args.conf, threads)[0])
+    shipped, matched, ov_loop = (statistics.median(loops[k]) for k in ("shipped", "matched", "openvino"))
+    ov_int8_loop = statistics.median(loops["int8"]) if loops["int8"] else None
+    torch.set_num_threads(threads)
+    native = statistics.median(
+        ultralytics_floor(args.weights, images[0], args.imgsz, 1, frames, device) for _ in rounds
+    )
+    print(f"c. ultralytics FastSAM.track, as it ships     {per_frame(shipped, 1)}")
+    print(f"c. ultralytics FastSAM.track, {threads} threads       {per_frame(matched, 1)}")
+    print(f"c. ultralytics OpenVINO YOLO.track ({how})  {per_frame(ov_loop, 1)}")
+    if ov_int8_loop is not None:
+        print(f"c. ultralytics OpenVINO YOLO.track, the int8 export  {per_frame(ov_int8_loop, 1)}")
+    print(f"a. forward pass as ultralytics runs it, batch 1, {threads} threads  {per_frame(native, 1)}")
+    return shipped, matched, ov_loop, ov_int8_loop
+
+
 def engine_names(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = sorted(set(names) - set(ENGINES))
@@ -295,32 +335,9 @@ def main() -> None:
         if "openvino-int8" in args.engines:
             weights["openvino-int8"] = str(export_openvino_int8(Path(weights["openvino"]), clip, args.imgsz, out))
 
+        shipped = matched = ov_loop = ov_int8_loop = None
         if anchors:
-            loops, how, ov_dir = (
-                {"shipped": [], "matched": [], "openvino": [], "int8": []},
-                "",
-                Path(weights["openvino"]),
-            )
-            for _ in rounds:
-                loops["shipped"].append(ultralytics_loop(args.weights, images, args.imgsz, args.conf, None, device))
-                loops["matched"].append(ultralytics_loop(args.weights, images, args.imgsz, args.conf, threads, device))
-                seconds, how = ultralytics_openvino_loop(ov_dir, images, args.imgsz, args.conf, threads)
-                loops["openvino"].append(seconds)
-                if "openvino-int8" in weights:  # like for like: its loop on the very int8 model the engine runs
-                    int8_dir = Path(weights["openvino-int8"])
-                    loops["int8"].append(ultralytics_openvino_loop(int8_dir, images, args.imgsz, args.conf, threads)[0])
-            shipped, matched, ov_loop = (statistics.median(loops[k]) for k in ("shipped", "matched", "openvino"))
-            ov_int8_loop = statistics.median(loops["int8"]) if loops["int8"] else None
-            torch.set_num_threads(threads)
-            native = statistics.median(
-                ultralytics_floor(args.weights, images[0], args.imgsz, 1, frames, device) for _ in rounds
-            )
-            print(f"c. ultralytics FastSAM.track, as it ships     {per_frame(shipped, 1)}")
-            print(f"c. ultralytics FastSAM.track, {threads} threads       {per_frame(matched, 1)}")
-            print(f"c. ultralytics OpenVINO YOLO.track ({how})  {per_frame(ov_loop, 1)}")
-            if ov_int8_loop is not None:
-                print(f"c. ultralytics OpenVINO YOLO.track, the int8 export  {per_frame(ov_int8_loop, 1)}")
-            print(f"a. forward pass as ultralytics runs it, batch 1, {threads} threads  {per_frame(native, 1)}")
+            shipped, matched, ov_loop, ov_int8_loop = measure_anchors(args, weights, images, threads, device)
 
         results = {}  # engine → (segmenter, b, {batch size: a})
         for name in args.engines:

@@ -1,7 +1,7 @@
 """Threads and bounded buffers between the sources, the segmenter and the caller.
 
     reader thread per source ──▶ FrameIntake (a bounded buffer per source, drop policy)
-        ──▶ prepare thread (a batch across sources; letterbox, normalise) ──▶ [one batch]
+        ──▶ prepare thread (a batch across sources; letterbox) ──▶ [one batch]
         ──▶ segment thread (the network, NMS) ──▶ [results queue] ──▶ caller
 
 Decoding (PyAV) and the forward pass (torch) release the GIL, so plain threads overlap them.
@@ -337,13 +337,18 @@ class SegmentingStages:
 
         This runs before the first batch goes to the network, so the measurement has the cores
         to itself. A segmenter that cannot be measured (one without `best_batch`) gets the
-        largest size.
+        largest size; one whose measurement fails (out of memory at batch 4, say) gets 1.
         """
         best_batch = getattr(self.segmenter, "best_batch", None)
         if best_batch is None:
             log.info("max_batch %d (not measured: the segmenter has no best_batch)", max(CANDIDATES))
             return max(CANDIDATES)
-        choice = best_batch(frame)
+        try:
+            choice = best_batch(frame)
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory at batch 4: the run may still work at 1
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.warning("max_batch 1: measuring the batch size failed (%s)", why)
+            return 1
         if choice.seconds_per_frame:
             height, width = frame.image.shape[:2]
             timings = choice.timings()

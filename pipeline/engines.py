@@ -67,8 +67,14 @@ class Engine(Protocol):
 def float_rgb(images: torch.Tensor) -> torch.Tensor:
     """B×3×H×W float RGB in [0, 1] from what an engine is given: itself, or B×H×W×3 uint8 BGR.
 
-    The uint8 frames' memory stays NHWC: the result is a channels-last view, converted in one
-    pass by torch's threads (the flip and the scale are a single elementwise kernel).
+    The uint8 frames' memory stays NHWC: the result is channels-last, made by torch's threads
+    (the channel flip, the conversion to float in place of a copy, the scale in place).
+
+    Args:
+        images: B×3×H×W float (returned as it is), or B×H×W×3 uint8 BGR.
+
+    Returns:
+        B×3×H×W float32 RGB in [0, 1].
     """
     if images.dtype != torch.uint8:
         return images
@@ -150,7 +156,7 @@ class TorchEngine:
         """
         if features and not self.has_features:
             raise ModelError("this model has no Segment head to take appearance features from")
-        images = float_rgb(images).contiguous(memory_format=torch.channels_last)  # a no-op for prepared batches
+        images = float_rgb(images).contiguous(memory_format=torch.channels_last)  # a no-op once converted
         with self._lock:
             self._capture = [] if features else None
             try:

@@ -35,14 +35,23 @@ def is_openvino_model(weights: str | Path) -> bool:
         weights: The model setting, as the user gave it.
 
     Returns:
-        True for a folder (ultralytics' export layout) or a path ending in .xml.
+        True for a path ending in .xml, a folder named `*_openvino_model` (ultralytics' export
+        layout), or another folder holding an .xml; other folders are not models at all.
     """
     path = Path(weights).expanduser()
-    return path.suffix == ".xml" or path.name.endswith("_openvino_model") or path.is_dir()
+    if path.suffix == ".xml" or path.name.endswith("_openvino_model"):
+        return True
+    return path.is_dir() and any(path.glob("*.xml"))
 
 
 def model_xml(weights: str | Path) -> Path:
     """The .xml file of an OpenVINO model given as its folder or itself.
+
+    Args:
+        weights: The folder, or the .xml.
+
+    Returns:
+        The .xml's path.
 
     Raises:
         ModelError: Nothing there, or a folder without exactly one .xml.

@@ -318,6 +318,10 @@ class UltralyticsSegmenter:
             the network's P3 map, which each frame's result then keeps on the device. A model
             whose P3 cannot be found gives none (a warning says so): `self.features` is False.
         clock: What `best_batch` times the network with (tests give one their engine advances).
+
+    On the CPU it sets two process-wide thread counts: torch's (the model's `threads` for the
+    PyTorch engine, one beside ONNX Runtime and OpenVINO, set again before each batch) and
+    OpenCV's (one).
     """
 
     def __init__(
@@ -334,27 +338,32 @@ class UltralyticsSegmenter:
         self.device = resolve_device(settings.device)
         if settings.half and self.device.type != "cuda":
             raise ConfigError("half precision needs a CUDA device")
-        torch.set_num_threads(settings.threads or cpu_count())
-        if self.device.type == "cpu":
-            # The network's threads take every core: OpenCV's own pool (the letterbox's resize,
-            # the tracker's optical flow) would put a second set of threads on the same cores.
-            # Thread counts are chosen together: the network gets the cores, OpenCV one thread.
-            # (On this project's 2-core machine the difference was within the run-to-run noise,
-            # bench/pipeline_profile.py; it grows with the cores OpenCV would otherwise spread over.)
-            cv2.setNumThreads(1)
         quiet_ultralytics()
         self.engine = engine if engine is not None else load_engine(settings, self.device, features)
+        if isinstance(self.engine, OpenVinoEngine):
+            self.device = torch.device("cpu")  # where it runs, whatever the default device was
         if features and not getattr(self.engine, "has_features", False):
             # The tracker then tells targets apart by colour, as it did before it had features.
             log.warning("%s: no P3 map found to take appearance features from; trackers use colour", settings.weights)
             features = False
         self.features = features
-        if self.device.type == "cpu" and not isinstance(self.engine, TorchEngine):
-            # The network runs in its own runtime's threads. Torch is left with NMS and mask
-            # assembly, small tensors for which a second thread costs more than it gains (its
-            # OpenMP workers spin on the cores the network is using): NMS took 5.9 ms of CPU a
-            # frame at 2 threads, 1.4 ms at 1, on this project's 2-core machine (bench/post_threads.py).
-            torch.set_num_threads(1)
+        # Thread counts chosen together. Torch's: the network's when torch runs it; otherwise the
+        # network runs in its own runtime's threads and torch is left with NMS and mask assembly,
+        # small tensors for which a second thread costs more than it gains (its OpenMP workers
+        # spin on the cores the network is using): NMS took 5.9 ms of CPU a frame at 2 threads,
+        # 1.4 ms at 1, on this project's 2-core machine (bench/post_threads.py). The count is
+        # process-wide, so `infer` sets it again whenever another segmenter changed it.
+        on_cpu = self.device.type == "cpu"
+        self.torch_threads = settings.threads or cpu_count()
+        if on_cpu and not isinstance(self.engine, TorchEngine):
+            self.torch_threads = 1
+        torch.set_num_threads(self.torch_threads)
+        if on_cpu:
+            # OpenCV's own pool (the letterbox's resize, the tracker's optical flow) would put a
+            # second set of threads on the cores the network's threads take: one thread instead.
+            # (On 2 cores the difference was within the run-to-run noise, bench/pipeline_profile.py;
+            # it grows with the cores OpenCV would otherwise spread over.) Process-wide too.
+            cv2.setNumThreads(1)
         self.stride = self.engine.stride
         self.class_names = self.engine.class_names
         # On a GPU, letterboxing runs there (from pinned host memory); on the CPU, OpenCV does it.
@@ -443,6 +452,8 @@ class UltralyticsSegmenter:
         """The network and NMS for prepared groups; results back in the frames' original order."""
         results: dict[int, Instances] = {}
         s = self.settings
+        if torch.get_num_threads() != self.torch_threads:  # another segmenter in this process set its own
+            torch.set_num_threads(self.torch_threads)
         # ONNX Runtime takes host arrays (its CUDA provider copies them itself).
         device = self.device if isinstance(self.engine, TorchEngine) else torch.device("cpu")
         for group in prepared:

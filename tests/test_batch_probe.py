@@ -290,3 +290,28 @@ def test_a_segmenter_without_best_batch_gets_batches_of_4(davis_folders, caplog)
     assert segmenter.batches[0] == 1 and max(segmenter.batches) == 4 and sum(segmenter.batches) == total
     (line,) = _batcher_lines(caplog)
     assert line.startswith("max_batch 4 (not measured")
+
+
+class ProbeFails(FrameCounter):
+    """A staged segmenter whose batch-size measurement fails (as an out-of-memory at batch 4 would)."""
+
+    def prepare(self, frames):
+        return list(frames)
+
+    def infer(self, prepared):
+        return self.segment(prepared)
+
+    def best_batch(self, frame: Frame) -> None:
+        raise RuntimeError("out of memory at batch 4\nsecond line of the error")
+
+
+def test_a_failed_measurement_falls_back_to_batch_1_and_the_run_goes_on(davis_folders, caplog):
+    """The probe's error is a one-line warning, not the run's end: every frame still comes, one per batch."""
+    caplog.set_level(logging.INFO, logger=BATCHER_LOG)
+    segmenter = ProbeFails()
+    pipeline = _pipeline(davis_folders, segmenter, max_batch=None)
+    total = FRAMES_PER_SOURCE * len(SEQUENCES)
+    assert len(list(pipeline)) == total
+    assert pipeline.max_batch == 1 and segmenter.batches == [1] * total
+    (line,) = _batcher_lines(caplog)
+    assert line == "max_batch 1: measuring the batch size failed (out of memory at batch 4)"

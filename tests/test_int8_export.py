@@ -31,14 +31,18 @@ FRAMES = 12  # calibration frames: few, to keep the export short (the default is
 
 @pytest.fixture(scope="module")
 def int8_export(cli, weights, videos, tmp_path_factory):
-    """The real model exported as int8 OpenVINO, calibrated on FRAMES frames of CLIP.
+    """The real model exported as int8 OpenVINO, calibrated on FRAMES frames of CLIP, to the default --out.
+
+    The default folder, `<stem>_openvino_model` beside the checkpoint, has the name ultralytics
+    gives its float export inside the exporter's temporary folder: the int8 model must not collide
+    with it there.
 
     Returns:
         (the *_openvino_model folder, the finished export process).
     """
     folder = tmp_path_factory.mktemp("int8")
     checkpoint = shutil.copy(weights, folder / weights.name)  # the exporter writes beside its input
-    target = folder / "model_openvino_model"
+    target = folder / f"{weights.stem}_openvino_model"  # the default --out
     done = subprocess.run(
         [
             *cli,
@@ -54,8 +58,6 @@ def int8_export(cli, weights, videos, tmp_path_factory):
             str(FRAMES),
             "--imgsz",
             "640",
-            "--out",
-            str(target),
         ],
         capture_output=True,
         text=True,
@@ -194,7 +196,8 @@ def test_the_int8_model_runs_in_the_segmenter_close_to_pytorch(int8_segmenter, t
     [
         (["--format", "openvino", "--int8", "--out", "{ov}"], "--int8 needs --calibrate"),
         (["--format", "onnx", "--int8", "--calibrate", "{clip}", "--out", "{onnx}"], "--int8 is for --format openvino"),
-        (["--format", "openvino", "--calibrate", "{clip}", "--out", "{ov}"], "--calibrate is for --int8"),
+        (["--format", "openvino", "--calibrate", "{clip}", "--out", "{ov}"], "are for --int8 exports"),
+        (["--format", "openvino", "--imgsz", "320", "--out", "{ov}"], "are for --int8 exports"),
         (["--format", "openvino", "--int8", "--calibrate", "{missing}", "--out", "{ov}"], "no such file"),
         (["--format", "openvino", "--int8", "--calibrate", "{text}", "--out", "{ov}"], "cannot read it as a video"),
         (
@@ -210,6 +213,7 @@ def test_the_int8_model_runs_in_the_segmenter_close_to_pytorch(int8_segmenter, t
         "int8-without-calibrate",
         "int8-onnx",
         "calibrate-without-int8",
+        "imgsz-without-int8",
         "missing-clip",
         "text-file",
         "zero-frames",
