@@ -90,7 +90,23 @@ def split_outputs(outputs: object) -> tuple[torch.Tensor, torch.Tensor]:
     return head[0], head[1]
 
 
-class TorchEngine:
+class ForwardPass:
+    """The Engine protocol's `__call__` for an engine that implements `run`: the forward pass alone."""
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass, without the P3 map: `run(images, features=False)`.
+
+        Args:
+            images: B×3×H×W float RGB in [0, 1], or B×H×W×3 uint8 BGR (`takes_uint8`).
+
+        Returns:
+            (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw).
+        """
+        predictions, protos, _ = self.run(images, features=False)
+        return predictions, protos
+
+
+class TorchEngine(ForwardPass):
     """A fused ultralytics nn.Module on one device, fp32 or fp16, in channels-last memory format.
 
     Channels-last is what makes PyTorch's CPU convolutions (oneDNN) fast; ultralytics uses the
@@ -128,19 +144,6 @@ class TorchEngine:
         if self._capture is not None:
             self._capture.append(inputs[0][0])
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The forward pass, one call at a time (see the lock in `__init__`).
-
-        Args:
-            images: B×3×H×W float in [0, 1], or B×H×W×3 uint8 BGR, on the model's device; cast to fp16
-                here when `half`.
-
-        Returns:
-            (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw).
-        """
-        predictions, protos, _ = self.run(images, features=False)
-        return predictions, protos
-
     def run(self, images: torch.Tensor, features: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The forward pass, with the P3 map the Segment head was given when `features`.
 
@@ -167,7 +170,7 @@ class TorchEngine:
         return predictions, protos, p3
 
 
-class OnnxEngine:
+class OnnxEngine(ForwardPass):
     """An ultralytics ONNX export in ONNX Runtime (CPU; CUDA when asked for and available).
 
     Static exports (fixed batch and size) are supported: the segmenter letterboxes to their size
@@ -223,19 +226,6 @@ class OnnxEngine:
         self._outputs = [o.name for o in self.session.get_outputs()[:2]]
         self._p3_name = p3[0] if p3 else None
         self.has_features = p3 is not None
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The forward pass in ONNX Runtime, which takes host arrays.
-
-        Args:
-            images: B×3×H×W float in [0, 1], or B×H×W×3 uint8 BGR, on any device (made a float32
-                NCHW host array).
-
-        Returns:
-            (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as CPU tensors.
-        """
-        predictions, protos, _ = self.run(images, features=False)
-        return predictions, protos
 
     def run(self, images: torch.Tensor, features: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The forward pass in ONNX Runtime, with the P3 map when `features`.

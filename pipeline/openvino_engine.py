@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from ..errors import ModelError
+from .engines import ForwardPass
 from .lazy_torch import torch
 
 HINTS = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
@@ -67,7 +68,7 @@ def model_xml(weights: str | Path) -> Path:
     return found[0]
 
 
-class OpenVinoEngine:
+class OpenVinoEngine(ForwardPass):
     """An ultralytics OpenVINO export, compiled for the CPU with the LATENCY hint.
 
     Static exports (fixed batch and size) are supported like ONNX ones: the segmenter letterboxes
@@ -110,18 +111,6 @@ class OpenVinoEngine:
         compiled = core.compile_model(model, "CPU", {**HINTS, "INFERENCE_NUM_THREADS": threads})
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()  # one request: two pipelines sharing the engine take turns
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The forward pass.
-
-        Args:
-            images: B×H×W×3 uint8 BGR as letterboxed, or B×3×H×W float RGB in [0, 1], on any device.
-
-        Returns:
-            (predictions B×(4+nc+nm)×A, prototypes B×nm×mh×mw) as CPU tensors.
-        """
-        predictions, protos, _ = self.run(images, features=False)
-        return predictions, protos
 
     def run(self, images: torch.Tensor, features: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The forward pass, with the P3 map when `features`.
