@@ -254,21 +254,12 @@ def _calibration(args: argparse.Namespace) -> list | None:
 
 
 def _quantized(exported: Path, frames: list, args: argparse.Namespace, folder: Path) -> Path:
-    """The int8 version of an OpenVINO export folder, in `folder`, with its metadata saying how it was made."""
+    """The int8 version of an OpenVINO export folder, in `folder`, in place of the float one."""
     import shutil
 
-    import yaml
+    from .pipeline.quantize import quantize_export
 
-    from .pipeline.openvino_engine import model_xml
-    from .pipeline.quantize import quantize_openvino
-
-    folder.mkdir(parents=True)
-    xml = model_xml(exported)
-    quantize_openvino(xml, frames, args.imgsz, folder / xml.name, verbose=args.debug)
-    meta_path = exported / "metadata.yaml"
-    meta = yaml.safe_load(meta_path.read_text()) if meta_path.is_file() else {}
-    meta["int8"] = {"calibration": Path(args.calibrate).name, "frames": len(frames), "imgsz": args.imgsz}
-    (folder / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    quantize_export(exported, frames, args.imgsz, folder, Path(args.calibrate).name, verbose=args.debug)
     shutil.rmtree(exported)
     return folder
 

@@ -238,15 +238,10 @@ def export_openvino(weights: Path, folder: Path) -> Path:
 
 def export_openvino_int8(exported: Path, clip: Path, imgsz: int, folder: Path) -> Path:
     """The int8 version of an OpenVINO export, as `fastsam-stream export --int8 --calibrate CLIP` makes it."""
-    from fastsam_stream.pipeline.openvino_engine import model_xml
-    from fastsam_stream.pipeline.quantize import calibration_frames, quantize_openvino
+    from fastsam_stream.pipeline.quantize import calibration_frames, quantize_export
 
-    target = folder / "int8_openvino_model"
-    target.mkdir()
-    xml = model_xml(exported)
-    quantize_openvino(xml, calibration_frames(clip, CALIBRATION), imgsz, target / xml.name)
-    shutil.copy(exported / "metadata.yaml", target / "metadata.yaml")
-    return target
+    frames = calibration_frames(clip, CALIBRATION)
+    return quantize_export(exported, frames, imgsz, folder / "int8_openvino_model", clip.name)
 
 
 def measure_anchors(args, weights: dict[str, str], images: list[np.ndarray], threads: int, device):

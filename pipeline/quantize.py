@@ -20,8 +20,10 @@ from pathlib import Path
 
 import av
 import numpy as np
+import yaml
 
 from ..errors import ConfigError, FastSAMStreamError
+from .openvino_engine import model_xml
 from .segmenter import letterbox
 
 CALIBRATION_FRAMES = 100
@@ -121,3 +123,32 @@ def _box_decoding(model: object) -> list[str]:
         for op in operations
         if op.get_type_name() == "Sigmoid" or op.get_friendly_name().startswith((f"{head}/", f"{head}.dfl"))
     ]
+
+
+def quantize_export(
+    exported: Path, frames: list[np.ndarray], imgsz: int, target: Path, calibration: str, verbose: bool = False
+) -> Path:
+    """An int8 copy of an OpenVINO export folder, its metadata.yaml saying how it was calibrated.
+
+    Args:
+        exported: The float export (ultralytics' `*_openvino_model/` layout), left as it is.
+        frames: Calibration frames, BGR, as `calibration_frames` gives them.
+        imgsz: The network input size the frames are letterboxed to.
+        target: The folder to write (created; it must not exist).
+        calibration: The calibration clip's name, for the metadata.
+        verbose: Show NNCF's log and progress bars.
+
+    Returns:
+        `target`.
+
+    Raises:
+        FastSAMStreamError: NNCF is not installed, or quantisation failed.
+    """
+    target.mkdir(parents=True)
+    xml = model_xml(exported)
+    quantize_openvino(xml, frames, imgsz, target / xml.name, verbose)
+    meta_path = exported / "metadata.yaml"
+    meta = yaml.safe_load(meta_path.read_text()) if meta_path.is_file() else {}
+    meta["int8"] = {"calibration": calibration, "frames": len(frames), "imgsz": imgsz}
+    (target / "metadata.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    return target
