@@ -78,3 +78,21 @@ def test_default_weights_offline_fail_with_advice_not_a_hang(tmp_path, videos):
     )
     assert report["code"] == 1
     assert all("subprocess" not in a for a in report["attempts"])  # no pip, only the refused download
+
+
+def test_openvino_and_int8_exports_and_a_run_on_them_make_no_network_or_pip_attempt(weights, videos, tmp_path):
+    """The OpenVINO and int8 export paths, and a run on their model, stay offline.
+
+    ultralytics' OpenVINO export checks its requirements (and would pip-install them), and NNCF
+    and OpenVINO carry telemetry: with the project's own settings, none reaches for the network.
+    """
+    checkpoint = tmp_path / weights.name
+    checkpoint.write_bytes(weights.read_bytes())
+    int8 = tmp_path / "int8_openvino_model"
+    export = ["export", "--weights", str(checkpoint), "--format", "openvino", "--int8"]
+    calibrate = ["--calibrate", str(videos / "tree.avi"), "--calibration-frames", "4", "--out", str(int8)]
+    assert _guarded([*export, *calibrate], tmp_path) == {"code": 0, "attempts": []}
+    run = ["run", str(videos / "carphone_pristine.mp4"), "--weights", str(int8), "--imgsz", "320"]
+    options = ["--box", "28,16,176,143", "--out", str(tmp_path / "out"), "--quiet"]
+    assert _guarded([*run, *options], tmp_path) == {"code": 0, "attempts": []}
+    assert len((tmp_path / "out" / "tracks.jsonl").read_text().splitlines()) == 120
