@@ -1,7 +1,11 @@
 """What camera-motion estimation costs a frame: `CameraMotion.estimate` on real 1280×720 frames.
 
     .venv/bin/python bench/camera_motion_cost.py [--clip PATH] [--frames 60] [--rounds 7]
-        [--widths 160 240 320 480] [--corners 100 300]
+        [--widths 160 240 320 480] [--corners 100 300] [--idle-every 1]
+
+A fixed camera's cost with and without idling (`idle_every`, the tracker's
+`camera_motion_idle_every`): `--clip ../shared/media/videos/vtest.avi --frames 200 --widths 256
+--corners 300 --idle-every 1 4`.
 
 The clip's first `--frames` frames are decoded once (PyAV) and kept in memory, so decoding is not
 timed. For each working width and `max_corners`, a fresh `CameraMotion` is given the first frame
@@ -50,8 +54,10 @@ def corner_motion(matrix: np.ndarray, shape: tuple[int, int]) -> float:
     return float(np.max(np.hypot(moved[:, 0], moved[:, 1])))
 
 
-def one_round(frames: list[np.ndarray], width: int, corners: int) -> tuple[float, list[np.ndarray | None]]:
-    estimator = CameraMotion(width=width, max_corners=corners)
+def one_round(
+    frames: list[np.ndarray], width: int, corners: int, idle_every: int
+) -> tuple[float, list[np.ndarray | None]]:
+    estimator = CameraMotion(width=width, max_corners=corners, idle_every=idle_every)
     estimator.estimate(frames[0])
     start = time.perf_counter()
     matrices = [estimator.estimate(frame) for frame in frames[1:]]
@@ -65,6 +71,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--widths", type=int, nargs="+", default=[160, 240, 320, 480])
     parser.add_argument("--corners", type=int, nargs="+", default=[100, 300])
+    parser.add_argument("--idle-every", type=int, nargs="+", default=[1], help="1: estimate every frame")
     args = parser.parse_args()
 
     frames = decode(args.clip, args.frames)
@@ -73,25 +80,30 @@ def main() -> None:
     machine = platform.processor() or platform.machine()
     print(f"OpenCV {cv2.__version__}, {default_threads} threads by default; {machine}")
 
-    settings = [(w, c, t) for w in args.widths for c in args.corners for t in (1, default_threads)]
+    settings = [
+        (w, c, t, i) for w in args.widths for c in args.corners for t in (1, default_threads) for i in args.idle_every
+    ]
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     found: dict[tuple, list[np.ndarray | None]] = {}
     for _ in range(args.rounds):
-        for width, corners, threads in settings:
+        for setting in settings:
+            width, corners, threads, idle_every = setting
             cv2.setNumThreads(threads)
-            ms, matrices = one_round(frames, width, corners)
-            times[(width, corners, threads)].append(ms)
-            found[(width, corners, threads)] = matrices
+            ms, matrices = one_round(frames, width, corners, idle_every)
+            times[setting].append(ms)
+            found[setting] = matrices
     cv2.setNumThreads(default_threads)
 
     print(f"\nms per frame, median of {args.rounds} rounds (min-max)")
-    print(f"{'width':>5} {'corners':>7} {'threads':>7} {'ms/frame':>9} {'range':>13} {'matrix':>7} {'motion px':>9}")
-    for width, corners, threads in settings:
-        ms = times[(width, corners, threads)]
-        matrices = [m for m in found[(width, corners, threads)] if m is not None]
+    header = f"{'width':>5} {'corners':>7} {'threads':>7} {'idle':>4} {'ms/frame':>9} {'range':>13} {'matrix':>7}"
+    print(f"{header} {'motion px':>9}")
+    for setting in settings:
+        width, corners, threads, idle_every = setting
+        ms = times[setting]
+        matrices = [m for m in found[setting] if m is not None]
         motion = statistics.median(corner_motion(m, frames[0].shape[:2]) for m in matrices) if matrices else 0.0
         print(
-            f"{width:>5} {corners:>7} {threads:>7} {statistics.median(ms):>9.2f} "
+            f"{width:>5} {corners:>7} {threads:>7} {idle_every:>4} {statistics.median(ms):>9.2f} "
             f"{f'{min(ms):.2f}-{max(ms):.2f}':>13} {len(matrices):>3}/{len(frames) - 1:<3} {motion:>9.2f}"
         )
 

@@ -91,14 +91,17 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--max-batch", type=int, default=1, help="0: measured at start-up, as by default")
     parser.add_argument("--conf", type=float, default=0.4)
+    parser.add_argument("--threads", type=int, help="the network's CPU threads (default: every core)")
     args = parser.parse_args()
-    segmenter = UltralyticsSegmenter(SegmenterSettings(weights=args.weights, device="cpu", conf=args.conf))
+    settings = SegmenterSettings(weights=args.weights, device="cpu", conf=args.conf, threads=args.threads)
+    segmenter = UltralyticsSegmenter(settings)
     wall, by_name = profile_pipeline(segmenter, Path(args.clip), args.frames, args.max_batch or None)
     source = FileSource(Path(args.clip))
     image = next(iter(source.frames())).image
     source.close()
     floor_wall, floor_cpu = forward_alone(segmenter, image, min(args.frames, 60))
-    print(f"{Path(args.clip).name}, {Path(args.weights).name}, {args.frames} frames after {WARMUP}")
+    threads = f"{args.threads} network threads" if args.threads else "network threads: every core"
+    print(f"{Path(args.clip).name}, {Path(args.weights).name}, {threads}, {args.frames} frames after {WARMUP}")
     print(
         f"pipeline {wall * 1000:.1f} ms/frame wall; forward pass alone {floor_wall * 1000:.1f} ms/frame wall, "
         f"{floor_cpu * 1000:.1f} ms CPU; pipeline over it {100 * (wall / floor_wall - 1):+.1f}%"

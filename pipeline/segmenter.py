@@ -368,6 +368,11 @@ class UltralyticsSegmenter:
         self.class_names = self.engine.class_names
         # On a GPU, letterboxing runs there (from pinned host memory); on the CPU, OpenCV does it.
         self.preprocess_on_device = self.device.type == "cuda" and isinstance(self.engine, TorchEngine)
+        # ultralytics' NMS takes torchvision's C++ kernel only when torchvision is already imported
+        # ("torchvision" in sys.modules), and its own Python loop otherwise: 1.8 against 1.0 ms of
+        # CPU a frame on the segment thread, between one forward pass and the next
+        # (bench/pipeline_profile.py, vtest.avi, OpenVINO int8, 2 cores).
+        import torchvision  # noqa: F401
         from ultralytics.utils.nms import non_max_suppression
 
         self._nms = non_max_suppression

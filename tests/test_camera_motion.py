@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fastsam_stream.trackers.camera_motion import CameraMotion, affine_scale, warp_box
+from fastsam_stream.trackers.camera_motion import IDLE_AFTER, CameraMotion, affine_scale, warp_box
 from fastsam_stream.trackers.kalman import BoxKalman
 
 VIEW = (800, 450)  # width, height of the window the "camera" sees
@@ -126,6 +126,77 @@ def test_a_real_fixed_camera_with_people_walking_is_no_motion(videos):
     motion = CameraMotion()
     found = [motion.estimate(frame) for frame in frames]
     assert found == [None] * len(frames)
+
+
+# ------------------------------------------------------------------------------ idling on a still camera
+
+
+class CountingMotion(CameraMotion):
+    """A CameraMotion that counts its estimates (fits) and the small frames it makes."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.fits = self.shrinks = 0
+
+    def _fit(self, *args):
+        self.fits += 1
+        return super()._fit(*args)
+
+    def _small_grey(self, image):
+        self.shrinks += 1
+        return super()._small_grey(image)
+
+
+def test_a_real_fixed_camera_is_estimated_every_nth_frame_once_still(videos):
+    frames = read_frames(videos / "vtest.avi", 40)
+    every_frame, idling = CountingMotion(idle_every=1), CountingMotion(idle_every=4)
+    assert [every_frame.estimate(frame) for frame in frames] == [None] * 40
+    assert [idling.estimate(frame) for frame in frames] == [None] * 40
+    assert (every_frame.fits, every_frame.shrinks) == (39, 40)
+    # Frames 1-IDLE_AFTER are estimated (10 still estimates); then every 4th of the other 29 frames
+    # (7), each from the frame just before it (shrunk too), and nothing is computed on the rest.
+    assert idling.fits == IDLE_AFTER + 29 // 4
+    assert idling.shrinks == 1 + IDLE_AFTER + 2 * (29 // 4)
+
+
+@pytest.mark.parametrize("idle_every", [2, 4, 7])
+def test_a_camera_that_starts_to_pan_while_idle_is_followed_within_n_frames(source, idle_every):
+    frames, truth = pan(source, 12, (6, -3), 1.01)
+    still = [frames[0]] * (IDLE_AFTER + 6)  # long enough to idle, and to be mid-cycle when the pan starts
+    motion = CountingMotion(idle_every=idle_every)
+    assert [motion.estimate(frame) for frame in still] == [None] * len(still)
+    assert motion.fits < len(still) - 1  # it did idle
+    found = [motion.estimate(frame) for frame in frames[1:]]
+    first = next(step for step, matrix in enumerate(found) if matrix is not None)
+    assert first < idle_every
+    # From the first estimate on, every frame's own motion (one frame's, not the motion since the
+    # last estimate): idling ended with the first motion found.
+    for step in range(first, len(found)):
+        assert found[step] is not None, f"step {step}"
+        np.testing.assert_allclose(found[step][:, 2], truth[step][:, 2], atol=1.0)
+        assert abs(affine_scale(found[step]) - 1.01) < 0.003
+
+
+def test_idling_needs_measured_stillness_and_ends_with_a_reset(source, videos):
+    blank = np.full((*source.shape[:2], 3), 127, np.uint8)
+    featureless = CountingMotion(idle_every=4)
+    for _ in range(IDLE_AFTER + 8):
+        featureless.estimate(blank)
+    assert featureless.fits == IDLE_AFTER + 7  # no corners says nothing: never idles
+    frames = read_frames(videos / "vtest.avi", IDLE_AFTER + 3)
+    motion = CountingMotion(idle_every=4)
+    for frame in frames:
+        motion.estimate(frame)
+    fits = motion.fits
+    motion.reset()
+    for frame in frames[:3]:
+        motion.estimate(frame)
+    assert motion.fits == fits + 2  # estimating every frame again
+
+
+def test_idle_every_below_one_is_refused():
+    with pytest.raises(ValueError, match="idle_every"):
+        CameraMotion(idle_every=0)
 
 
 # ------------------------------------------------------------------------------ first frame, size, blank

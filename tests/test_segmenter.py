@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -153,3 +156,29 @@ def test_a_fastsam_shaped_checkpoint_loads_from_a_path(tmp_path, davis):
     assert 0 < len(instances) <= 50  # random weights: many low-score instances, capped by max_det
     assert set(instances.class_ids.tolist()) == {0}
     assert instances.masks([0]).shape == (1, 480, 854)
+
+
+def test_nms_runs_torchvisions_kernel_in_a_process_that_never_imported_torchvision(weights, davis):
+    # ultralytics' NMS takes torchvision's C++ kernel only when torchvision is already imported, and a
+    # Python loop at about twice the CPU otherwise: the segmenter must import it itself. A fresh
+    # process, because in this one some other test has long imported torchvision.
+    script = f"""
+import sys
+import cv2
+from fastsam_stream.core import Frame
+from fastsam_stream.pipeline.segmenter import SegmenterSettings, UltralyticsSegmenter
+assert "torchvision" not in sys.modules, "imported before the segmenter: this test would prove nothing"
+segmenter = UltralyticsSegmenter(SegmenterSettings(weights={str(weights)!r}, device="cpu"))
+imported = "torchvision" in sys.modules  # what ultralytics' NMS looks at
+import torchvision.ops
+calls = []
+kernel = torchvision.ops.nms
+torchvision.ops.nms = lambda *args: calls.append(1) or kernel(*args)
+image = cv2.imread({str(davis / "JPEGImages/480p/dog/00000.jpg")!r})
+found = segmenter.segment([Frame(image, "t", 0, 0.0, 0.0)])[0]
+print(int(imported), len(calls), len(found))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported, calls, found = map(int, done.stdout.split()[-3:])
+    assert imported == 1 and calls == 1 and found >= 1

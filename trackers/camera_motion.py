@@ -14,6 +14,13 @@ bench/camera_motion_cost.py).
 The objects' own motion is not the camera's: the caller passes where the detections are
 (`exclude`), and no corner is taken inside them; RANSAC drops what still moves otherwise.
 
+A fixed camera (most monitoring cameras) would pay for that estimate on every frame only to learn,
+every time, that nothing moved. With `idle_every` N > 1, once IDLE_AFTER estimates in a row found
+a still camera the estimator idles: it estimates only every Nth frame (from the frame just
+before it, so the answer is still one frame's motion), and computes nothing at all on the others.
+The first motion it finds ends the idling. The price: a camera that starts to move while idle is
+first compensated on up to its Nth frame of motion.
+
 `CameraMotion` keeps one stream's previous frame and no global state: one per stream.
 `warp_box` moves a box by an estimated matrix (`BoxKalman.warp` moves a track's state).
 """
@@ -36,6 +43,9 @@ FLOW_WINDOW = (9, 9)
 FLOW_LEVELS = 3
 FLOW_STOP = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03)
 _LAST_ROW = np.array([[0.0, 0.0, 1.0]])  # makes a 2×3 affine a 3×3 matrix
+# Still estimates in a row before the estimator idles: a camera on a pole or a wall, not a
+# handheld camera or a pan that paused (those move by more than still_px within a few frames).
+IDLE_AFTER = 10
 
 
 class CameraMotion:
@@ -47,14 +57,17 @@ class CameraMotion:
         max_corners: the most corners followed from one frame to the next.
         still_px: a motion that moves no corner of the frame by more than this many
             full-resolution pixels is "no motion" (`estimate` returns None).
+        idle_every: once IDLE_AFTER estimates in a row found no motion, estimate only every
+            this many frames until one finds motion; 1: estimate every frame.
     """
 
-    def __init__(self, width: int = 256, max_corners: int = 300, still_px: float = 0.3) -> None:
-        if width < 16 or max_corners < MIN_POINTS:
-            raise ValueError(f"width must be at least 16 and max_corners at least {MIN_POINTS}")
+    def __init__(self, width: int = 256, max_corners: int = 300, still_px: float = 0.3, idle_every: int = 1) -> None:
+        if width < 16 or max_corners < MIN_POINTS or idle_every < 1:
+            raise ValueError(f"width must be at least 16, max_corners at least {MIN_POINTS}, idle_every at least 1")
         self.width = width
         self.max_corners = max_corners
         self.still_px = still_px
+        self.idle_every = idle_every
         self._mask: np.ndarray | None = None  # reused: one allocation per frame size, not per frame
         self.reset()
 
@@ -66,6 +79,8 @@ class CameraMotion:
         self._to_small: np.ndarray | None = None  # 3×3: full-resolution pixel → small-frame pixel
         self._from_small: np.ndarray | None = None  # its inverse
         self._frame_corners: np.ndarray | None = None  # 4×3: the full frame's corners, homogeneous
+        self._still_run = 0  # estimates in a row that found a still camera
+        self._until_estimate = 0  # while idle: frames until the next estimate; 0: not idle
 
     def estimate(self, image: np.ndarray, exclude: np.ndarray | None = None) -> np.ndarray | None:
         """The camera's motion from the previous frame given to `estimate` to `image`.
@@ -80,21 +95,31 @@ class CameraMotion:
             full-resolution pixel coordinates to this frame's; or None when there is nothing to
             apply: the first frame, a frame of another size than the previous one (the estimator
             resets), too few corners followed or RANSAC failed, or a motion that moves no corner of
-            the frame by more than `still_px` (a still camera: the caller skips the warp).
+            the frame by more than `still_px` (a still camera: the caller skips the warp), or a
+            frame skipped while idle (see `idle_every`).
         """
         shape = image.shape[:2]
         if shape != self._shape:
             self._start(shape)
+        if self._until_estimate > 0:  # idle
+            self._until_estimate -= 1
+            if self._until_estimate > 1:
+                return None  # neither estimated nor the frame before an estimate: nothing to compute
         small = self._small_grey(image)
         previous, previous_exclude = self._previous, self._previous_exclude
         self._previous = small
         self._previous_exclude = None if exclude is None else np.array(exclude, np.float64).reshape(-1, 4)
-        if previous is None:
-            return None
+        if previous is None or self._until_estimate == 1:
+            return None  # the first frame, or (idle) the frame the next estimate starts from
         matrix = self._fit(previous, previous_exclude, small)
-        if matrix is None or self._is_still(matrix):
-            return None
-        return matrix
+        still = matrix is not None and self._is_still(matrix)
+        # Only a measured stillness counts towards idling: a featureless frame says nothing.
+        self._still_run = self._still_run + 1 if still else 0
+        if self._still_run >= IDLE_AFTER and self.idle_every > 1:
+            self._until_estimate = self.idle_every
+        else:
+            self._until_estimate = 0
+        return None if matrix is None or still else matrix
 
     def _start(self, shape: tuple[int, int]) -> None:
         self.reset()

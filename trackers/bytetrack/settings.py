@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from ...settings import Fraction01
 from ..base import TrackerSettings
+from ..camera_motion import IDLE_AFTER
 
 
 class ByteTrackerSettings(TrackerSettings):
@@ -92,6 +93,14 @@ class ByteTrackerSettings(TrackerSettings):
     )
     camera_motion_width: int = Field(
         256, ge=16, le=1920, description="frames are shrunk to this width for the camera-motion estimate"
+    )
+    camera_motion_idle_every: int = Field(
+        4,
+        ge=1,
+        le=30,
+        description=f"once {IDLE_AFTER} estimates in a row found a still camera, estimate only every N "
+        "frames until one finds motion: a fixed camera costs about 1/N of the estimate, a camera that starts "
+        "to move is compensated from its Nth frame of motion at the latest; 1: every frame",
     )
 
     @property

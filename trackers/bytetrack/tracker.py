@@ -67,7 +67,9 @@ class ByteTracker:
         self._next_id = 1
         self._frame = -1
         s = self.settings
-        self._camera = CameraMotion(s.camera_motion_width) if s.camera_motion else None
+        self._camera = (
+            CameraMotion(s.camera_motion_width, idle_every=s.camera_motion_idle_every) if s.camera_motion else None
+        )
 
     def update(
         self, instances: Instances, targets: TargetChange | None = None, image: np.ndarray | None = None
