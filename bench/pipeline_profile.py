@@ -1,6 +1,7 @@
 """Where the pipeline's CPU goes, per thread, against the engine's own forward pass.
 
     .venv/bin/python bench/pipeline_profile.py --weights MODEL [--clip PATH] [--frames N] [--max-batch N]
+        [--threads N] [--pairs N]
 
 Runs decode → segment → track → tracks.jsonl (no video), as `fastsam-stream run --no-video`
 does, on one clip, and reads each thread's CPU time from /proc (so other load on the machine
@@ -9,7 +10,12 @@ stage (the engine's calling thread: its share of the forward pass, NMS), the cal
 (tracking and the JSONL sink) and the threads the process did not name (the network runtime's
 worker threads, FFmpeg's and OpenCV's pools). Then, for comparison, the forward pass alone on
 the same frames and its CPU per frame. For a sampled profile of every thread, run py-spy on the
-same command:
+same command.
+
+On a shared machine the speed of the same forward pass moves by more than 5% from one minute to
+the next, so a pipeline measured minutes apart from its forward pass says little about the cost
+of the pipeline itself. `--pairs N` measures them N times in turn, each pipeline run right before
+its forward pass, and reports the median of the N ratios (and their spread):
 
     .venv/bin/py-spy record -r 200 --threads -f speedscope -o profile.json -- .venv/bin/python bench/pipeline_profile.py
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -92,25 +99,39 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=1, help="0: measured at start-up, as by default")
     parser.add_argument("--conf", type=float, default=0.4)
     parser.add_argument("--threads", type=int, help="the network's CPU threads (default: every core)")
+    parser.add_argument("--pairs", type=int, default=1, help="pipeline, then forward pass, this many times in turn")
     args = parser.parse_args()
     settings = SegmenterSettings(weights=args.weights, device="cpu", conf=args.conf, threads=args.threads)
     segmenter = UltralyticsSegmenter(settings)
-    wall, by_name = profile_pipeline(segmenter, Path(args.clip), args.frames, args.max_batch or None)
     source = FileSource(Path(args.clip))
     image = next(iter(source.frames())).image
     source.close()
-    floor_wall, floor_cpu = forward_alone(segmenter, image, min(args.frames, 60))
     threads = f"{args.threads} network threads" if args.threads else "network threads: every core"
     print(f"{Path(args.clip).name}, {Path(args.weights).name}, {threads}, {args.frames} frames after {WARMUP}")
-    print(
-        f"pipeline {wall * 1000:.1f} ms/frame wall; forward pass alone {floor_wall * 1000:.1f} ms/frame wall, "
-        f"{floor_cpu * 1000:.1f} ms CPU; pipeline over it {100 * (wall / floor_wall - 1):+.1f}%"
-    )
-    print("pipeline CPU per frame, by thread:")
-    for name, seconds in sorted(by_name.items(), key=lambda item: -item[1]):
+    ratios, cpu_by_name = [], []
+    for _ in range(args.pairs):
+        wall, by_name = profile_pipeline(segmenter, Path(args.clip), args.frames, args.max_batch or None)
+        floor_wall, floor_cpu = forward_alone(segmenter, image, min(args.frames, 60))
+        ratios.append(wall / floor_wall)
+        cpu_by_name.append(by_name)
+        print(
+            f"pipeline {wall * 1000:.1f} ms/frame wall; forward pass alone {floor_wall * 1000:.1f} ms/frame wall, "
+            f"{floor_cpu * 1000:.1f} ms CPU; pipeline over it {100 * (wall / floor_wall - 1):+.1f}%",
+            flush=True,
+        )
+    if args.pairs > 1:
+        over = [100 * (ratio - 1) for ratio in ratios]
+        print(
+            f"pipeline over its forward pass, median of {args.pairs} pairs: {statistics.median(over):+.1f}% "
+            f"(from {min(over):+.1f}% to {max(over):+.1f}%)"
+        )
+    print("pipeline CPU per frame, by thread" + (f" (median of {args.pairs} pairs):" if args.pairs > 1 else ":"))
+    names = {name for by_name in cpu_by_name for name in by_name}
+    medians = {name: statistics.median(by_name.get(name, 0.0) for by_name in cpu_by_name) for name in names}
+    for name, seconds in sorted(medians.items(), key=lambda item: -item[1]):
         if seconds > 0.00005:
             print(f"  {name:48s} {seconds * 1000:6.1f} ms")
-    print(f"  {'all':48s} {sum(by_name.values()) * 1000:6.1f} ms")
+    print(f"  {'all':48s} {sum(medians.values()) * 1000:6.1f} ms")
 
 
 if __name__ == "__main__":
