@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="the network's CPU threads (default: every core)")
     parser.add_argument("--pairs", type=int, default=1, help="pipeline, then forward pass, this many times in turn")
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
     settings = SegmenterSettings(weights=args.weights, device="cpu", conf=args.conf, threads=args.threads)
     segmenter = UltralyticsSegmenter(settings)
     source = FileSource(Path(args.clip))
@@ -131,7 +133,7 @@ def main() -> None:
     for name, seconds in sorted(medians.items(), key=lambda item: -item[1]):
         if seconds > 0.00005:
             print(f"  {name:48s} {seconds * 1000:6.1f} ms")
-    print(f"  {'all':48s} {sum(medians.values()) * 1000:6.1f} ms")
+    print(f"  {'all (the sum of the above)':48s} {sum(medians.values()) * 1000:6.1f} ms")
 
 
 if __name__ == "__main__":

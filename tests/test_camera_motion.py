@@ -194,6 +194,24 @@ def test_idling_needs_measured_stillness_and_ends_with_a_reset(source, videos):
     assert motion.fits == fits + 2  # estimating every frame again
 
 
+def test_a_new_frame_size_while_idle_starts_over(videos):
+    frames = read_frames(videos / "vtest.avi", IDLE_AFTER + 6)
+    motion = CountingMotion(idle_every=4)
+    for frame in frames[: IDLE_AFTER + 2]:
+        motion.estimate(frame)
+    fits = motion.fits
+    smaller = [cv2.resize(frame, (384, 288)) for frame in frames[IDLE_AFTER + 2 :]]
+    assert [motion.estimate(frame) for frame in smaller] == [None] * 4
+    assert motion.fits == fits + 3  # the first small frame has nothing to compare with; then every frame
+
+
+def test_the_trackers_setting_reaches_its_estimator():
+    from fastsam_stream.trackers.bytetrack import ByteTracker, ByteTrackerSettings
+
+    assert ByteTracker(ByteTrackerSettings(camera_motion_idle_every=7))._camera.idle_every == 7
+    assert ByteTracker(ByteTrackerSettings())._camera.idle_every == 4  # the default: configs/default.yaml
+
+
 def test_idle_every_below_one_is_refused():
     with pytest.raises(ValueError, match="idle_every"):
         CameraMotion(idle_every=0)

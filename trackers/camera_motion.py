@@ -18,8 +18,8 @@ A fixed camera (most monitoring cameras) would pay for that estimate on every fr
 every time, that nothing moved. With `idle_every` N > 1, once IDLE_AFTER estimates in a row found
 a still camera the estimator idles: it estimates only every Nth frame (from the frame just
 before it, so the answer is still one frame's motion), and computes nothing at all on the others.
-The first motion it finds ends the idling. The price: a camera that starts to move while idle is
-first compensated on up to its Nth frame of motion.
+The first estimate that finds motion (or fails: too few corners) ends the idling. The price: a
+camera that starts to move while idle is first compensated on up to its Nth frame of motion.
 
 `CameraMotion` keeps one stream's previous frame and no global state: one per stream.
 `warp_box` moves a box by an estimated matrix (`BoxKalman.warp` moves a track's state).
