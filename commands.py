@@ -20,6 +20,7 @@ from .config import Config, first_problem
 from .errors import EXIT_GAVE_UP, EXIT_INTERRUPTED, ConfigError, FastSAMStreamError, OutputError
 from .evaluation.cli import add_eval_parser, run_eval
 from .options import add_config_options, add_model_options, given_settings, option_flags, setting_option
+from .pipeline.export import EXPORT_FORMATS, ultralytics_export
 from .pipeline.quantize import CALIBRATION_FRAMES
 from .sinks.base import FileSink
 
@@ -165,28 +166,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-EXPORT_FORMATS = ("onnx", "openvino")
-# What ultralytics is asked for, per format: dynamic batch and size, which the engines take.
-_EXPORT_ARGS = {
-    "onnx": {"format": "onnx", "dynamic": True, "simplify": True, "opset": 17},
-    "openvino": {"format": "openvino", "dynamic": True},
-}
-
-
 def export(args: argparse.Namespace) -> int:
     """Ultralytics' ONNX or OpenVINO export with what the engines want: dynamic batch and size.
 
     It runs on a copy of the checkpoint in a temporary folder, because ultralytics always writes
     beside its input: nothing next to the checkpoint is touched or overwritten.
     """
-    import importlib.util
     import shutil
     import tempfile
-    import warnings
 
-    from .pipeline.segmenter import quiet_ultralytics
-
-    quiet_ultralytics(verbose=args.debug)
     weights = Path(args.weights)
     if weights.suffix != ".pt" or not weights.is_file():
         raise ConfigError(f"--weights {weights}: give an existing *.pt checkpoint")
@@ -194,26 +182,8 @@ def export(args: argparse.Namespace) -> int:
     if out.exists():
         raise OutputError(f"{out} exists already: remove it or choose another --out")
     calibration = _calibration(args)  # read before the export: a bad clip fails in a moment
-    needed = "onnx" if args.format == "onnx" else "openvino"
-    if importlib.util.find_spec(needed) is None:  # else ultralytics would try to pip-install it
-        raise FastSAMStreamError(
-            f"{args.format} export needs {needed}: install fastsam-stream with its [{needed}] extra"
-        )
-    from ultralytics import YOLO
-
     with tempfile.TemporaryDirectory() as folder:
-        copy = Path(shutil.copy(weights, Path(folder) / weights.name))
-        try:
-            with warnings.catch_warnings():
-                if not args.debug:  # torch.jit.trace's deprecation notice, from inside ultralytics' OpenVINO export
-                    warnings.simplefilter("ignore")
-                written = Path(YOLO(str(copy)).export(**_EXPORT_ARGS[args.format]))
-        except ImportError as exc:
-            raise FastSAMStreamError(
-                f"{args.format} export needs {exc.name or needed}: install fastsam-stream with its [{needed}] extra"
-            ) from None
-        except Exception as exc:  # noqa: BLE001 - ultralytics raises many types
-            raise FastSAMStreamError(f"{args.format} export of {weights} failed: {str(exc).splitlines()[0]}") from None
+        written = ultralytics_export(weights, args.format, Path(folder), verbose=args.debug)
         if calibration:
             # Beside the float export, never in its place: both may carry the checkpoint's name.
             written = _quantized(written, calibration, args, Path(folder) / "int8" / out.name)

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import argparse
 import platform
-import shutil
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import cv2
@@ -33,6 +31,7 @@ import numpy as np
 import openvino as ov
 import torch
 
+from fastsam_stream.pipeline.export import ultralytics_export
 from fastsam_stream.pipeline.openvino_engine import HINTS, OpenVinoEngine, _with_uint8_input, model_xml
 from fastsam_stream.pipeline.segmenter import cpu_count, letterbox, quiet_ultralytics
 
@@ -50,15 +49,6 @@ def machine() -> str:
         platform.processor(),
     )
     return f"{cpu}, {cpu_count()} cores; openvino {ov.get_version()}"
-
-
-def export(weights: Path, folder: Path) -> Path:
-    from ultralytics import YOLO
-
-    copy = Path(shutil.copy(weights, folder / weights.name))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice, from inside the export
-        return Path(YOLO(str(copy)).export(format="openvino", dynamic=True))
 
 
 def sync(compiled):
@@ -99,7 +89,7 @@ def main() -> None:
     boxed, _ = letterbox(image, 640, 32, minimal=True)  # 768×576 → 640×480, as the segmenter prepares it
     batches = {size: np.ascontiguousarray(np.stack([boxed] * size)) for size in SIZES}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.model) if args.model else export(Path(args.weights), Path(tmp))
+        folder = Path(args.model) if args.model else ultralytics_export(Path(args.weights), "openvino", Path(tmp))
         core = ov.Core()
         model = _with_uint8_input(core.read_model(str(model_xml(folder))))
         engine = OpenVinoEngine(folder, threads)

@@ -37,11 +37,9 @@ import argparse
 import itertools
 import os
 import platform
-import shutil
 import statistics
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import av
@@ -49,6 +47,7 @@ import numpy as np
 import torch
 
 from fastsam_stream import BatchSettings, FileSource, Frame, JsonlSink, Pipeline
+from fastsam_stream.pipeline.export import ultralytics_export
 from fastsam_stream.pipeline.segmenter import (
     SegmenterSettings,
     UltralyticsSegmenter,
@@ -221,22 +220,6 @@ def ultralytics_openvino_loop(
     return (time.perf_counter() - start) / (len(images) - WARMUP), how
 
 
-def export_onnx(weights: Path, folder: Path) -> Path:
-    from ultralytics import YOLO
-
-    copy = Path(shutil.copy(weights, folder / weights.name))
-    return Path(YOLO(str(copy)).export(format="onnx", dynamic=True, simplify=True, opset=17))
-
-
-def export_openvino(weights: Path, folder: Path) -> Path:
-    from ultralytics import YOLO
-
-    copy = Path(shutil.copy(weights, folder / weights.name))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice, from inside the export
-        return Path(YOLO(str(copy)).export(format="openvino", dynamic=True))
-
-
 def export_openvino_int8(exported: Path, clip: Path, imgsz: int, folder: Path) -> Path:
     """The int8 version of an OpenVINO export, as `fastsam-stream export --int8 --calibrate CLIP` makes it."""
     from fastsam_stream.pipeline.quantize import calibration_frames, quantize_export
@@ -325,9 +308,9 @@ def main() -> None:
         out = Path(tmp)
         weights = {"pytorch": args.weights}
         if "onnxruntime" in args.engines:
-            weights["onnxruntime"] = str(export_onnx(Path(args.weights), out))
+            weights["onnxruntime"] = str(ultralytics_export(Path(args.weights), "onnx", out))
         if {"openvino", "openvino-int8"} & set(args.engines) or anchors:
-            weights["openvino"] = str(export_openvino(Path(args.weights), out))
+            weights["openvino"] = str(ultralytics_export(Path(args.weights), "openvino", out))
         if "openvino-int8" in args.engines:
             weights["openvino-int8"] = str(export_openvino_int8(Path(weights["openvino"]), clip, args.imgsz, out))
 

@@ -69,6 +69,7 @@ fastsam_stream.pipeline.masks
 fastsam_stream.pipeline.openvino_engine
 fastsam_stream.pipeline.places
 fastsam_stream.pipeline.prompts
+fastsam_stream.pipeline.export
 fastsam_stream.pipeline.quantize
 fastsam_stream.pipeline.runner
 fastsam_stream.pipeline.segmenter
