@@ -20,7 +20,6 @@ temporary folder. Compare within one run only.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 import openvino as ov
 import torch
+from pipeline_speed import machine  # the same description as the speed benchmark's (bench/ is on the path)
 
 from fastsam_stream.pipeline.export import ultralytics_export
 from fastsam_stream.pipeline.openvino_engine import HINTS, OpenVinoEngine, _with_uint8_input, model_xml
@@ -37,18 +37,6 @@ from fastsam_stream.pipeline.segmenter import cpu_count, letterbox, quiet_ultral
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SIZES = (1, 2, 4)
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{cpu}, {cpu_count()} cores; openvino {ov.get_version()}"
 
 
 def sync(compiled):
@@ -108,7 +96,7 @@ def main() -> None:
             **{f"{name}, 1 sync request": sync(c) for name, c in configs.items()},
             "THROUGHPUT, async queue of 2": async_queue(configs["THROUGHPUT"]),
         }
-        print(f"machine: {machine()}")
+        print(f"machine: {machine()}; openvino {ov.get_version()}")
         print(f"model {folder.name}, input {boxed.shape[1]}×{boxed.shape[0]} uint8 BGR, {threads} threads")
         print(f"engine: HINTS {HINTS}; compiled as:")
         for name, c in configs.items():
